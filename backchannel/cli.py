@@ -1,0 +1,80 @@
+"""``backchannel serve | snapshot inspect FILE | snapshot verify DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from backchannel.config import SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backchannel", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="bind port (default 8080; 0 picks one)")
+    serve.add_argument("--data-dir", type=Path, help="snapshots and log (default snapshots/)")
+    serve.add_argument("--fsync", choices=["always", "interval", "never"], help="durability policy")
+    serve.add_argument("--snapshot-interval", type=float, help="seconds between snapshots")
+    serve.add_argument(
+        "--allow-truncate",
+        action="store_true",
+        default=None,
+        help="start even if the log is corrupt before its tail, dropping what follows",
+    )
+    serve.add_argument("--log-level", default="INFO")
+    snap = commands.add_parser("snapshot", help="inspect or verify stored state")
+    snap_commands = snap.add_subparsers(dest="snapshot_command", required=True)
+    inspect = snap_commands.add_parser("inspect", help="summarise one snapshot file")
+    inspect.add_argument("file", type=Path)
+    verify = snap_commands.add_parser("verify", help="check every snapshot and log segment")
+    verify.add_argument("directory", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    from backchannel.storage.inspect import inspect_command, verify_command
+
+    if args.snapshot_command == "inspect":
+        return inspect_command(args.file)
+    return verify_command(args.directory)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            fsync=args.fsync,
+            snapshot_interval_seconds=args.snapshot_interval,
+            allow_truncate=args.allow_truncate,
+        )
+    except SettingsError as exc:
+        print(f"backchannel: {exc}", file=sys.stderr)
+        return 2
+    from backchannel.http.server import serve
+    from backchannel.runtime.service import StartupError
+    from backchannel.storage.recovery import CorruptLog
+
+    try:
+        trio.run(lambda: serve(settings, handle_signals=True))
+    except (StartupError, CorruptLog) as exc:
+        print(f"backchannel: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,147 @@
+"""One frozen :class:`Settings` object, read from ``BACKCHANNEL_*`` and flags.
+
+Every limit the server enforces is a setting with a documented default.
+Precedence: command-line flag > environment variable > default. A malformed
+value fails fast at startup with a message naming the variable; it never
+crashes a request later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+FsyncPolicy = Literal["always", "interval", "never"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Server configuration. Field ``x`` is read from env ``BACKCHANNEL_X``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("snapshots")
+    fsync: FsyncPolicy = "always"
+    fsync_interval_seconds: float = 1.0
+    snapshot_interval_seconds: float = 300.0
+    allow_truncate: bool = False
+    base_url: str = ""
+    instance_kind: str = "self-hosted"
+    admin_token: str = ""
+    # per-key and per-IP limiters (contract §3.9); 0 = unlimited / disabled
+    rate_limit: int = 120
+    rate_limit_window: int = 60
+    key_mint_limit: int = 5
+    key_mint_window: int = 3600
+    public_minting_enabled: bool = True
+    # size limits
+    max_message_bytes: int = 10_000
+    max_body_bytes: int = 1_048_576
+    max_name_chars: int = 200
+    max_text_chars: int = 4_000
+    max_metadata_bytes: int = 65_536
+    max_idempotency_key_chars: int = 255
+    # channel defaults
+    default_ttl_seconds: int = 86_400
+    default_retention_days: int = 7
+    default_discoverable: bool = True
+    # leases (contract §0.13: 5–3600, default 300)
+    lease_min_seconds: int = 5
+    lease_max_seconds: int = 3_600
+    lease_default_seconds: int = 300
+    # long-poll (contract §0.2)
+    longpoll_enabled: bool = True
+    longpoll_max_wait_seconds: float = 30.0
+    longpoll_max_waiters: int = 10_000
+    # runtime
+    inbox_size: int = 1_024
+    idempotency_ttl_seconds: int = 86_400
+    graceful_timeout_seconds: float = 5.0
+    # the sandbox channel (contract §3.14)
+    sandbox_enabled: bool = True
+    sandbox_ttl_seconds: int = 600
+    sandbox_max_messages: int = 200
+    sandbox_max_writes_per_minute: int = 60
+    sandbox_heartbeat_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.fsync not in ("always", "interval", "never"):
+            raise SettingsError("fsync must be one of always, interval, never")
+        positive = (
+            "max_message_bytes",
+            "max_body_bytes",
+            "inbox_size",
+            "longpoll_max_waiters",
+            "rate_limit_window",
+            "key_mint_window",
+            "lease_min_seconds",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if not self.lease_min_seconds <= self.lease_default_seconds <= self.lease_max_seconds:
+            raise SettingsError("lease_default_seconds must lie within the lease range")
+        if self.longpoll_max_wait_seconds < 0 or self.rate_limit < 0 or self.key_mint_limit < 0:
+            raise SettingsError("limits must not be negative")
+
+    @property
+    def read_timeout(self) -> float:
+        """Idle-connection timeout, kept above the long-poll cap (stack-notes pitfall 1)."""
+        return max(60.0, self.longpoll_max_wait_seconds * 2)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(name: str, kind: Any, raw: str) -> Any:
+    text = raw.strip()
+    try:
+        if kind in (bool, "bool"):
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
+        if kind in (int, "int"):
+            return int(text)
+        if kind in (float, "float"):
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(text)
+            return value
+        if kind in (Path, "Path"):
+            return Path(text)
+    except ValueError:
+        raise SettingsError(f"BACKCHANNEL_{name.upper()}={raw!r} is not a valid {kind}") from None
+    return text
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from ``env`` (default: ``os.environ``) and explicit overrides.
+
+    Overrides whose value is None are ignored, so argparse results can be
+    passed straight through.
+    """
+    source = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = source.get(f"BACKCHANNEL_{f.name.upper()}")
+        if raw is not None and raw != "":
+            kind = f.type if not isinstance(f.type, str) else f.type.split("[")[0]
+            if f.name == "fsync":
+                kind = str
+            values[f.name] = _convert(f.name, kind, raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

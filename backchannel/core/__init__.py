@@ -1,0 +1,1 @@
+"""Sans-IO domain core: pure state machines and records."""

@@ -1,0 +1,490 @@
+"""One channel's state: its messages, claims, leases, acks and history.
+
+Theory of operation
+-------------------
+``ChannelState`` is a pure state machine owned by exactly one runtime actor.
+
+* Methods named ``decide_*`` or ``check_*`` *decide*: they validate a command
+  against the current state and ``now`` and either return the event(s) it
+  produces or raise :class:`ApiError`. They never change anything.
+* :meth:`apply` is the only method that *changes* state. Live traffic and
+  recovery both go through it.
+* :meth:`due_events` turns the passage of time into events (TTL expiry,
+  lease expiry, history purge), so replay sees expiry exactly as it
+  happened live. :meth:`next_deadline` says when the next one comes due.
+
+Rules
+-----
+1. A message's ``seq`` is its position in the channel (1, 2, ...). Cursors
+   encode it, so paging never skips or repeats a message.
+2. Within a channel, ``expires_at`` grows with ``seq`` (TTL is fixed per
+   channel and the runtime clock never goes backwards), so TTL expiry always
+   takes a prefix of the live messages.
+3. A message has at most one holder. A lease that lapses returns the message
+   to the pool at that instant; an ack by the holder ends the lease.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from bisect import bisect_left, bisect_right
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from backchannel.core import errors
+from backchannel.core.errors import ApiError
+from backchannel.core.events import (
+    ChannelEvent,
+    HistoryPurged,
+    LeaseExpired,
+    LeaseExtended,
+    MessageAcked,
+    MessageClaimed,
+    MessagePosted,
+    MessageReleased,
+    MessageRetracted,
+    MessagesExpired,
+)
+from backchannel.core.records import CLAIMABLE, Archived, ChannelConfig, Message
+from backchannel.core.schema import validate_metadata
+from backchannel.core.timefmt import US_PER_SECOND
+
+WRITE_WINDOW_US = 60 * US_PER_SECOND
+DAY_US = 86_400 * US_PER_SECOND
+
+
+class ChannelState:
+    """All of one channel, changed only by :meth:`apply`."""
+
+    def __init__(self, config: ChannelConfig) -> None:
+        self.config = config
+        self.live: dict[str, Message] = {}
+        self._order: list[Message] = []  # seq order; entries may be ``removed``
+        self._head = 0  # index of the first entry of _order not yet dropped
+        self._holes = 0  # removed entries at or after _head
+        self.last_seq = 0  # seq of the newest message ever posted
+        self.history: list[Archived] = []  # sorted by message seq
+        self.archived: dict[str, Archived] = {}
+        self._oldest_archived_at: int | None = None
+        self._leases: list[tuple[int, str, str]] = []  # heap of (expires, message id, token)
+        self._recent_posts: deque[int] = deque()
+        self.trimmed: list[Message] = []  # dropped by max_messages; drained by the owner
+        self.applied_seq = 0  # global journal seq of the last applied event
+
+    # -- reading ------------------------------------------------------------
+
+    def iter_live(self, after_seq: int = 0) -> Iterator[Message]:
+        """Live messages with ``seq > after_seq``, oldest first."""
+        order = self._order
+        start = bisect_right(order, after_seq, lo=self._head, key=_seq_of)
+        for index in range(start, len(order)):
+            message = order[index]
+            if not message.removed:
+                yield message
+
+    def first_seq_after_time(self, at: int) -> int:
+        """The ``seq`` cursor equivalent to "created strictly after ``at``"."""
+        order = self._order
+        index = bisect_right(order, at, lo=self._head, key=_created_of)
+        return order[index - 1].seq if index > self._head else 0
+
+    def page(
+        self,
+        after_seq: int,
+        limit: int,
+        status: str | None = None,
+        expiring_before: int | None = None,
+    ) -> list[Message]:
+        """Up to ``limit`` live messages after ``after_seq`` matching the filters."""
+        out: list[Message] = []
+        for message in self.iter_live(after_seq):
+            if status == "unclaimed" and message.claimed_by_id is not None:
+                continue
+            if status == "claimed" and message.claimed_by_id is None:
+                continue
+            if expiring_before is not None and message.expires_at >= expiring_before:
+                continue
+            out.append(message)
+            if len(out) >= limit:
+                break
+        return out
+
+    def history_page(
+        self, before_seq: int | None, limit: int, before_time: int | None = None
+    ) -> list[Archived]:
+        """Archived messages newest first, older than ``before_seq`` / ``before_time``."""
+        history = self.history
+        end = len(history)
+        if before_seq is not None:
+            end = _bisect_archive(history, before_seq)
+        elif before_time is not None:
+            end = bisect_left(history, before_time, key=_archived_created_of)
+        return history[max(0, end - limit) : end][::-1]
+
+    # -- time ---------------------------------------------------------------
+
+    def next_deadline(self) -> int | None:
+        """The earliest time at which :meth:`due_events` will return something."""
+        deadline: int | None = None
+        first = self._first_live()
+        if first is not None:
+            deadline = first.expires_at
+        lease = self._top_lease()
+        if lease is not None and (deadline is None or lease < deadline):
+            deadline = lease
+        if self._oldest_archived_at is not None:
+            purge = self._oldest_archived_at + self.config.retention_days * DAY_US
+            if deadline is None or purge < deadline:
+                deadline = purge
+        return deadline
+
+    def due_events(self, now: int) -> list[ChannelEvent]:
+        """Events for every TTL, lease and retention deadline at or before ``now``."""
+        cid = self.config.id
+        events: list[ChannelEvent] = []
+        through = 0
+        for message in self.iter_live():
+            if message.expires_at > now:
+                break
+            through = message.seq
+        if through:
+            events.append(MessagesExpired(cid, through, now))
+        for expires, message_id, token in sorted(self._leases):
+            if expires > now:
+                break
+            held = self.live.get(message_id)
+            if held is None or held.seq <= through or held.lease_token != token:
+                continue
+            if held.lease_expires_at == expires:
+                events.append(LeaseExpired(cid, message_id, token, now))
+        retention = self.config.retention_days * DAY_US
+        if self._oldest_archived_at is not None and self._oldest_archived_at + retention <= now:
+            events.append(HistoryPurged(cid, now - retention + 1))
+        return events
+
+    # -- deciding -------------------------------------------------------------
+
+    def decide_post(
+        self,
+        *,
+        content: str,
+        metadata: dict[str, Any],
+        key_id: str,
+        now: int,
+        actor: tuple[str, str] | None,
+        actor_label: str | None,
+        mentions: list[list[str]],
+    ) -> MessagePosted:
+        """Validate a post against pause, throttle and schema; return its event."""
+        config = self.config
+        if config.paused:
+            raise ApiError(503, "channel_paused", "Channel is paused", retry_after=30)
+        limit = config.max_writes_per_minute
+        if limit is not None and self._writes_since(now - WRITE_WINDOW_US) >= limit:
+            raise ApiError(
+                429,
+                "channel_write_rate_exceeded",
+                f"Channel accepts at most {limit} messages per minute",
+                retry_after=60,
+            )
+        if config.metadata_schema:
+            violations = validate_metadata(config.metadata_schema, metadata)
+            if violations:
+                raise ApiError(
+                    422,
+                    "metadata_validation_failed",
+                    "Message metadata failed channel schema validation",
+                    violations=violations,
+                )
+        return MessagePosted(
+            channel_id=config.id,
+            message_id=str(uuid.uuid4()),
+            content=content,
+            metadata=metadata,
+            created_at=now,
+            expires_at=now + config.ttl_seconds * US_PER_SECOND,
+            author_key_id=key_id,
+            actor_id=actor[0] if actor else None,
+            actor_name=actor[1] if actor else None,
+            actor_label=actor_label,
+            mentions=mentions,
+        )
+
+    def check_message(self, message_id: str, key_id: str, verb: str, *, claim: bool) -> Message:
+        """Find a live message for claim/release/ack/retract, in contract order.
+
+        Raises: 404 ``message_not_found``, 410 ``message_expired``,
+        409 ``channel_not_claimable`` (when ``claim``), 403 ``channel_access_denied``.
+        """
+        message = self.live.get(message_id)
+        if message is None:
+            archived = self.archived.get(message_id)
+            if archived is not None and archived.reason == "expired" and verb != "retract":
+                raise ApiError(410, "message_expired", f"Expired messages can no longer be {verb}")
+            raise errors.message_not_found()
+        if claim and self.config.mode != CLAIMABLE:
+            raise errors.not_claimable()
+        if not self.config.can_access(key_id):
+            raise errors.access_denied()
+        return message
+
+    def decide_claim(
+        self,
+        message: Message,
+        actor: tuple[str, str],
+        key_id: str,
+        now: int,
+        lease_us: int | None,
+    ) -> tuple[str, MessageClaimed | LeaseExtended | None]:
+        """Decide a claim (``lease_us`` None) or a lease claim.
+
+        Returns ``(status, event)``: status is ``claimed``, ``already_claimed``
+        or ``already_acknowledged``; event is None when nothing changes.
+        Raises 409 ``already_claimed`` when another actor holds the message.
+        """
+        cid = self.config.id
+        actor_id, actor_name = actor
+        holder = message.claimed_by_id
+        if holder is None:
+            token = str(uuid.uuid4()) if lease_us is not None else None
+            expires = now + lease_us if lease_us is not None else None
+            event = MessageClaimed(
+                cid, message.id, actor_id, actor_name, key_id, now, token, expires
+            )
+            return "claimed", event
+        if holder != actor_id:
+            raise errors.already_claimed()
+        if lease_us is None:
+            return ("already_acknowledged" if message.acks else "already_claimed"), None
+        if message.acked_by(actor_id):
+            raise errors.already_claimed()
+        if message.lease_token is not None:
+            return "claimed", LeaseExtended(cid, message.id, message.lease_token, now + lease_us)
+        token = str(uuid.uuid4())
+        return "claimed", MessageClaimed(
+            cid, message.id, actor_id, actor_name, key_id, now, token, now + lease_us
+        )
+
+    def decide_heartbeat(
+        self, token: str, message_id: str, key_id: str, now: int, lease_us: int
+    ) -> LeaseExtended:
+        """Extend a live lease held by the caller's key."""
+        message = self.live.get(message_id)
+        if message is None or message.lease_token != token:
+            raise ApiError(410, "lease_expired", "Lease not found or already expired")
+        if message.lease_expires_at is None or message.lease_expires_at <= now:
+            raise ApiError(410, "lease_expired", "Lease has already expired")
+        if message.claimed_by_key_id != key_id:
+            raise ApiError(409, "lease_not_held", "This lease is held by another key")
+        return LeaseExtended(self.config.id, message_id, token, now + lease_us)
+
+    def decide_release(
+        self, message: Message, actor_id: str, key_id: str, now: int
+    ) -> MessageReleased:
+        if message.claimed_by_id is None:
+            raise ApiError(409, "not_claimed", "Message is not claimed")
+        if message.claimed_by_id != actor_id:
+            raise ApiError(403, "forbidden", "Only the claiming actor can release this message")
+        if message.claimed_by_key_id != key_id:
+            raise ApiError(409, "lease_not_held", "This claim is held by another key")
+        return MessageReleased(self.config.id, message.id, now)
+
+    def decide_ack(self, message: Message, actor: tuple[str, str], now: int) -> MessageAcked | None:
+        """One ack per (message, actor): None when this actor already acked."""
+        if message.acked_by(actor[0]):
+            return None
+        ends_lease = message.claimed_by_id == actor[0] and message.lease_token is not None
+        return MessageAcked(self.config.id, message.id, actor[0], actor[1], now, ends_lease)
+
+    def decide_retract(self, message: Message, key_id: str, now: int) -> MessageRetracted:
+        if message.claimed_by_id is not None:
+            raise ApiError(409, "message_claimed", "Claimed messages cannot be retracted")
+        if key_id not in (message.author_key_id, self.config.owner_key_id):
+            raise ApiError(
+                403, "forbidden", "Only the message author or the channel owner can retract it"
+            )
+        return MessageRetracted(self.config.id, message.id, now)
+
+    # -- changing -------------------------------------------------------------
+
+    def apply(self, event: ChannelEvent, seq: int = 0) -> None:
+        """Change the state by one event. ``seq`` is its global journal seq."""
+        if seq:
+            self.applied_seq = seq
+        match event:
+            case MessagePosted():
+                self._apply_posted(event)
+            case MessageClaimed():
+                message = self.live[event.message_id]
+                message.claimed_by_id = event.actor_id
+                message.claimed_by_name = event.actor_name
+                message.claimed_by_key_id = event.key_id
+                message.claimed_at = event.at
+                message.lease_token = event.lease_token
+                message.lease_expires_at = event.lease_expires_at
+                if event.lease_token is not None and event.lease_expires_at is not None:
+                    heapq.heappush(
+                        self._leases, (event.lease_expires_at, message.id, event.lease_token)
+                    )
+            case LeaseExtended():
+                message = self.live[event.message_id]
+                message.lease_expires_at = event.lease_expires_at
+                heapq.heappush(
+                    self._leases, (event.lease_expires_at, message.id, event.lease_token)
+                )
+            case LeaseExpired() | MessageReleased():
+                _clear_claim(self.live[event.message_id])
+            case MessageAcked():
+                message = self.live[event.message_id]
+                message.acks.append([event.actor_id, event.actor_name, event.at])
+                if event.ends_lease:
+                    message.lease_token = None
+                    message.lease_expires_at = None
+            case MessageRetracted():
+                self._archive(self.live[event.message_id], event.at, "retracted")
+            case MessagesExpired():
+                for message in list(self.iter_live()):
+                    if message.seq > event.through_seq:
+                        break
+                    self._archive(message, event.at, "expired")
+            case HistoryPurged():
+                self._purge_history(event.before)
+
+    def _apply_posted(self, event: MessagePosted) -> None:
+        self.last_seq += 1
+        message = Message(
+            id=event.message_id,
+            seq=self.last_seq,
+            content=event.content,
+            metadata=event.metadata,
+            created_at=event.created_at,
+            expires_at=event.expires_at,
+            author_key_id=event.author_key_id,
+            actor_id=event.actor_id,
+            actor_name=event.actor_name,
+            actor_label=event.actor_label,
+            mentions=event.mentions,
+        )
+        self.live[message.id] = message
+        self._order.append(message)
+        if self.config.max_writes_per_minute is not None:
+            self._recent_posts.append(event.created_at)
+        cap = self.config.max_messages
+        if cap is not None:
+            while len(self.live) > cap:
+                oldest = self._first_live()
+                assert oldest is not None
+                self._drop(oldest)
+                self.trimmed.append(oldest)
+
+    def _archive(self, message: Message, at: int, reason: str) -> None:
+        self._drop(message)
+        entry = Archived(message, at, reason)
+        history = self.history
+        if not history or history[-1].message.seq < message.seq:
+            history.append(entry)
+        else:
+            history.insert(_bisect_archive(history, message.seq), entry)
+        self.archived[message.id] = entry
+        if self._oldest_archived_at is None or at < self._oldest_archived_at:
+            self._oldest_archived_at = at
+
+    def _drop(self, message: Message) -> None:
+        del self.live[message.id]
+        message.removed = True
+        self._holes += 1
+        order = self._order
+        while self._head < len(order) and order[self._head].removed:
+            self._head += 1
+            self._holes -= 1
+        if self._head > 1024 and self._head * 2 > len(order):
+            del order[: self._head]
+            self._head = 0
+        if self._holes > 1024 and self._holes * 2 > len(order) - self._head:
+            self._order = [m for m in order[self._head :] if not m.removed]
+            self._head = 0
+            self._holes = 0
+
+    def _purge_history(self, before: int) -> None:
+        keep: list[Archived] = []
+        for entry in self.history:
+            if entry.archived_at < before:
+                del self.archived[entry.message.id]
+            else:
+                keep.append(entry)
+        self.history = keep
+        self._oldest_archived_at = min((e.archived_at for e in keep), default=None)
+
+    def rebuild_indexes(self) -> None:
+        """Recompute derived structures after records were loaded directly."""
+        self._leases = [
+            (m.lease_expires_at, m.id, m.lease_token)
+            for m in self.live.values()
+            if m.lease_token is not None and m.lease_expires_at is not None
+        ]
+        heapq.heapify(self._leases)
+        self._oldest_archived_at = min((e.archived_at for e in self.history), default=None)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _first_live(self) -> Message | None:
+        order = self._order
+        for index in range(self._head, len(order)):
+            if not order[index].removed:
+                return order[index]
+        return None
+
+    def _top_lease(self) -> int | None:
+        leases = self._leases
+        while leases:
+            expires, message_id, token = leases[0]
+            message = self.live.get(message_id)
+            if (
+                message is not None
+                and message.lease_token == token
+                and message.lease_expires_at == expires
+            ):
+                return expires
+            heapq.heappop(leases)
+        return None
+
+    def _writes_since(self, since: int) -> int:
+        recent = self._recent_posts
+        while recent and recent[0] <= since:
+            recent.popleft()
+        return len(recent)
+
+
+def _clear_claim(message: Message) -> None:
+    message.claimed_by_id = None
+    message.claimed_by_name = None
+    message.claimed_by_key_id = None
+    message.claimed_at = None
+    message.lease_token = None
+    message.lease_expires_at = None
+
+
+def _seq_of(message: Message) -> int:
+    return message.seq
+
+
+def _created_of(message: Message) -> int:
+    return message.created_at
+
+
+def _archived_created_of(entry: Archived) -> int:
+    return entry.message.created_at
+
+
+def _bisect_archive(history: list[Archived], seq: int) -> int:
+    """Index of the first archived entry whose message seq is >= ``seq``."""
+    lo, hi = 0, len(history)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if history[mid].message.seq < seq:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

@@ -1,0 +1,126 @@
+"""Plain records the state machines own: keys, actors, channels, messages.
+
+Records hold only msgpack-friendly values (str, int, bool, None, dict,
+list) so a snapshot can store them field by field. Times are integer
+microseconds since the epoch (see :mod:`backchannel.core.timefmt`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+CLAIMABLE = "claimable"
+BROADCAST = "broadcast"
+OPEN = "open"
+RESTRICTED = "restricted"
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    key_id: str
+    key_hash: str
+    owner_id: str
+    label: str
+    created_at: int
+    active: bool = True
+    scopes: list[str] | None = None
+
+
+@dataclass(slots=True)
+class Actor:
+    id: str
+    owner_id: str
+    created_by_key_id: str
+    name: str
+    description: str
+    metadata: dict[str, Any]
+    created_at: int
+    updated_at: int
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Member:
+    id: str
+    key_id: str
+    granted_at: int
+    granted_via_invitation_id: str | None = None
+
+
+@dataclass(slots=True)
+class ChannelConfig:
+    """Everything about a channel except its messages."""
+
+    id: str
+    owner_id: str
+    owner_key_id: str
+    name: str
+    mode: str
+    access: str
+    discoverable: bool
+    description: str
+    metadata_schema: dict[str, Any]
+    pinned_message: str | None
+    ttl_seconds: int
+    retention_days: int
+    max_messages: int | None
+    max_writes_per_minute: int | None
+    webhook_url: str | None
+    webhook_secret: str | None
+    created_at: int
+    updated_at: int
+    paused: bool = False
+    aliases: list[str] = field(default_factory=list)
+    related_channels: list[str] = field(default_factory=list)
+    members: dict[str, Member] = field(default_factory=dict)
+
+    def can_access(self, key_id: str) -> bool:
+        """Open channels admit every key; restricted ones the owner and members."""
+        return self.access == OPEN or key_id == self.owner_key_id or key_id in self.members
+
+
+@dataclass(slots=True)
+class Message:
+    """A live message. ``seq`` is its position in the channel, from 1."""
+
+    id: str
+    seq: int
+    content: str
+    metadata: dict[str, Any]
+    created_at: int
+    expires_at: int
+    author_key_id: str
+    actor_id: str | None = None
+    actor_name: str | None = None
+    actor_label: str | None = None
+    mentions: list[list[str]] = field(default_factory=list)
+    claimed_by_id: str | None = None
+    claimed_by_name: str | None = None
+    claimed_by_key_id: str | None = None
+    claimed_at: int | None = None
+    lease_token: str | None = None
+    lease_expires_at: int | None = None
+    acks: list[list[Any]] = field(default_factory=list)  # [actor_id, name, at]
+    removed: bool = False
+
+    def acked_by(self, actor_id: str) -> bool:
+        return any(ack[0] == actor_id for ack in self.acks)
+
+
+@dataclass(slots=True)
+class Archived:
+    """A message in /history: expired (``reason='expired'``) or retracted."""
+
+    message: Message
+    archived_at: int
+    reason: str
+
+
+@dataclass(slots=True)
+class IdempotencyEntry:
+    method: str
+    path: str
+    status: int
+    body: bytes
+    stored_at: int

@@ -1,0 +1,312 @@
+"""Everything the server knows: keys, actors, the channel directory, channels.
+
+Theory of operation
+-------------------
+``World`` owns the global registries and, by id, each channel's
+:class:`ChannelState`. Like the channel state it *decides* in ``decide_*``
+and ``resolve_*`` methods (which never change anything) and *changes* only
+in :meth:`apply_global` (global events) and ``ChannelState.apply`` (channel
+events). :meth:`apply` routes any event to the right place; recovery uses
+it, and the runtime uses the two halves from the task that owns each part.
+
+Identity (contract §3.2): a key's ``owner_id`` is the label it was minted
+with; labels are unique among *active* keys. Actors belong to an owner id;
+channels belong to the creating key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import fields
+from typing import Any
+
+from backchannel.core import errors
+from backchannel.core.channel import ChannelState
+from backchannel.core.errors import ApiError
+from backchannel.core.events import (
+    ActorCreated,
+    ChannelCreated,
+    ChannelEvent,
+    Event,
+    GlobalEvent,
+    IdempotencyPurged,
+    IdempotencyStored,
+    KeyMinted,
+    KeyRevoked,
+    channel_of,
+)
+from backchannel.core.records import (
+    OPEN,
+    RESTRICTED,
+    Actor,
+    ChannelConfig,
+    IdempotencyEntry,
+    KeyRecord,
+    Member,
+)
+
+CONFIG_FIELDS = tuple(
+    f.name for f in fields(ChannelConfig) if f.name not in ("members", "aliases", "paused")
+)
+
+
+def hash_key(raw: str) -> str:
+    """SHA-256 hex digest of the whole raw key, the only form stored."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class World:
+    """Global registries plus every channel's state."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, KeyRecord] = {}
+        self.active_labels: dict[str, str] = {}
+        self.actors: dict[str, Actor] = {}
+        self.actor_aliases: dict[str, str] = {}
+        self.actors_by_name: dict[tuple[str, str], list[str]] = {}
+        self.channels: dict[str, ChannelState] = {}
+        self.channel_aliases: dict[str, str] = {}
+        self.channels_by_name: dict[tuple[str, str], list[str]] = {}
+        self.idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
+        self.applied_seq = 0
+
+    # -- keys -----------------------------------------------------------------
+
+    def decide_mint(self, label: str, now: int) -> tuple[str, KeyMinted]:
+        """Mint a key for ``label``. Returns the raw key (shown once) and the event."""
+        if label in self.active_labels:
+            raise ApiError(409, "label_in_use", f"Label '{label}' is in use by an active key")
+        key_id = "bck_" + secrets.token_urlsafe(9)
+        while key_id in self.keys:
+            key_id = "bck_" + secrets.token_urlsafe(9)
+        raw = f"{key_id}.{secrets.token_urlsafe(24)}"
+        event = KeyMinted(key_id, hash_key(raw), label, label, now, str(uuid.uuid4()))
+        return raw, event
+
+    def authenticate(self, raw: str | None) -> KeyRecord:
+        """The active key for a raw ``X-API-Key`` value, or 401 ``unauthorized``."""
+        if not raw:
+            raise ApiError(401, "unauthorized", "Missing X-API-Key header")
+        key_id, dot, secret = raw.partition(".")
+        if not dot or not key_id or not secret:
+            raise ApiError(401, "unauthorized", "Malformed API key")
+        record = self.keys.get(key_id)
+        if record is None or not secrets.compare_digest(record.key_hash, hash_key(raw)):
+            raise ApiError(401, "unauthorized", "Invalid API key")
+        if not record.active:
+            raise ApiError(401, "unauthorized", "Inactive API key")
+        return record
+
+    def decide_revoke(self, key: KeyRecord, now: int) -> KeyRevoked:
+        return KeyRevoked(key.key_id, now)
+
+    # -- actors ---------------------------------------------------------------
+
+    def decide_create_actor(
+        self, key: KeyRecord, name: str, description: str, metadata: dict[str, Any], now: int
+    ) -> ActorCreated:
+        return ActorCreated(
+            str(uuid.uuid4()), key.owner_id, key.key_id, name, description, metadata, now
+        )
+
+    def find_actor(self, identifier: str) -> Actor | None:
+        """An actor by id, then by alias (never by name)."""
+        actor = self.actors.get(identifier)
+        if actor is None:
+            actor_id = self.actor_aliases.get(identifier)
+            actor = self.actors.get(actor_id) if actor_id else None
+        return actor
+
+    def resolve_posting_actor(self, key: KeyRecord, identifier: str) -> Actor:
+        """Actor named in a post: id or alias, owned by the caller's owner."""
+        actor = self.find_actor(identifier)
+        if actor is None:
+            raise errors.actor_not_found(identifier)
+        if actor.owner_id != key.owner_id:
+            raise errors.actor_forbidden()
+        return actor
+
+    def resolve_acting_actor(
+        self, key: KeyRecord, value: str | None, now: int
+    ) -> tuple[tuple[str, str], ActorCreated | None]:
+        """Actor for claim/release/ack (contract §3.7), possibly to be created.
+
+        Resolution: id → alias → the caller's oldest actor of that name →
+        a new actor of that name. Empty means the key's label. Returns the
+        ``(id, name)`` and, when the actor does not exist yet, the event that
+        creates it (the caller applies it only if its command succeeds).
+        Raises 403 ``actor_forbidden`` for another owner's actor.
+        """
+        name = (value or "").strip() or key.label or key.owner_id or "default"
+        actor = self.find_actor(name)
+        if actor is not None:
+            if actor.owner_id != key.owner_id:
+                raise errors.actor_forbidden()
+            return (actor.id, actor.name), None
+        ids = self.actors_by_name.get((key.owner_id, name))
+        if ids:
+            return (ids[0], name), None
+        event = self.decide_create_actor(key, name, "", {}, now)
+        return (event.actor_id, name), event
+
+    def resolve_mentions(self, entries: list[str], channel: ChannelState) -> list[list[str]]:
+        """Eligible mentioned actors ``[[id, name], ...]``; unknown ones drop out."""
+        config = channel.config
+        seen: set[str] = set()
+        out: list[list[str]] = []
+        for entry in entries:
+            actor = self.find_actor(entry)
+            if actor is None or actor.id in seen:
+                continue
+            if config.access != OPEN and not config.can_access(actor.created_by_key_id):
+                continue
+            seen.add(actor.id)
+            out.append([actor.id, actor.name])
+        return out
+
+    # -- channels -------------------------------------------------------------
+
+    def resolve_channel(self, identifier: str, key: KeyRecord | None) -> ChannelState:
+        """Channel by id, then alias, then (with a key) the caller's newest of that name.
+
+        With a key, also checks access: 403 ``channel_access_denied``.
+        """
+        channel = self.channels.get(identifier)
+        if channel is None:
+            channel_id = self.channel_aliases.get(identifier)
+            if channel_id is not None:
+                channel = self.channels.get(channel_id)
+        if channel is None and key is not None:
+            ids = self.channels_by_name.get((key.owner_id, identifier))
+            if ids:
+                channel = self.channels[ids[-1]]
+        if channel is None:
+            raise errors.channel_not_found(identifier)
+        if key is not None and not channel.config.can_access(key.key_id):
+            raise errors.access_denied()
+        return channel
+
+    def decide_create_channel(
+        self, key: KeyRecord, spec: dict[str, Any], related: list[str], now: int
+    ) -> ChannelCreated:
+        """Create a channel from validated fields (``spec``) and related identifiers."""
+        channel_id = str(uuid.uuid4())
+        links: list[str] = []
+        for identifier in related:
+            target = self.resolve_channel(identifier, None)
+            if target.config.id not in links:
+                links.append(target.config.id)
+        config = dict(spec)
+        config.update(
+            id=channel_id,
+            owner_id=key.owner_id,
+            owner_key_id=key.key_id,
+            created_at=now,
+            updated_at=now,
+            related_channels=links,
+        )
+        return ChannelCreated(channel_id, config, [], now)
+
+    def discoverable(self) -> list[ChannelState]:
+        """Discoverable channels, newest first."""
+        found = [c for c in self.channels.values() if c.config.discoverable]
+        found.reverse()
+        return found
+
+    # -- idempotency ----------------------------------------------------------
+
+    def idempotent_entry(
+        self, key_id: str, idempotency_key: str, now: int, ttl: int
+    ) -> IdempotencyEntry | None:
+        entry = self.idempotency.get((key_id, idempotency_key))
+        if entry is None or entry.stored_at + ttl <= now:
+            return None
+        return entry
+
+    # -- changing -------------------------------------------------------------
+
+    def apply(self, event: Event, seq: int = 0) -> None:
+        """Apply any event, routing channel events to their channel."""
+        channel_id = channel_of(event)
+        if channel_id is not None:
+            channel_event: ChannelEvent = event  # type: ignore[assignment]
+            self.channels[channel_id].apply(channel_event, seq)
+        else:
+            global_event: GlobalEvent = event  # type: ignore[assignment]
+            self.apply_global(global_event, seq)
+
+    def apply_global(self, event: GlobalEvent, seq: int = 0) -> None:
+        """Change the registries by one global event."""
+        if seq:
+            self.applied_seq = seq
+        match event:
+            case KeyMinted():
+                self.keys[event.key_id] = KeyRecord(
+                    event.key_id, event.key_hash, event.owner_id, event.label, event.at
+                )
+                self.active_labels[event.label] = event.key_id
+                self._add_actor(
+                    Actor(
+                        event.actor_id,
+                        event.owner_id,
+                        event.key_id,
+                        event.label,
+                        "",
+                        {},
+                        event.at,
+                        event.at,
+                    )
+                )
+            case KeyRevoked():
+                record = self.keys[event.key_id]
+                record.active = False
+                if self.active_labels.get(record.label) == record.key_id:
+                    del self.active_labels[record.label]
+            case ActorCreated():
+                self._add_actor(
+                    Actor(
+                        event.actor_id,
+                        event.owner_id,
+                        event.key_id,
+                        event.name,
+                        event.description,
+                        event.metadata,
+                        event.at,
+                        event.at,
+                    )
+                )
+            case ChannelCreated():
+                values = {name: event.config[name] for name in CONFIG_FIELDS}
+                config = ChannelConfig(**values)
+                config.members[config.owner_key_id] = Member(
+                    str(uuid.uuid5(uuid.NAMESPACE_URL, config.id + config.owner_key_id)),
+                    config.owner_key_id,
+                    event.at,
+                )
+                channel = ChannelState(config)
+                channel.applied_seq = seq
+                self.channels[config.id] = channel
+                self.channels_by_name.setdefault((config.owner_id, config.name), []).append(
+                    config.id
+                )
+                for alias in event.aliases:
+                    config.aliases.append(alias)
+                    self.channel_aliases[alias] = config.id
+                config.aliases.sort()
+            case IdempotencyStored():
+                self.idempotency[(event.key_id, event.idempotency_key)] = IdempotencyEntry(
+                    event.method, event.path, event.status, event.body, event.at
+                )
+            case IdempotencyPurged():
+                stale = [k for k, v in self.idempotency.items() if v.stored_at < event.before]
+                for k in stale:
+                    del self.idempotency[k]
+
+    def _add_actor(self, actor: Actor) -> None:
+        self.actors[actor.id] = actor
+        self.actors_by_name.setdefault((actor.owner_id, actor.name), []).append(actor.id)
+
+
+__all__ = ["RESTRICTED", "World", "hash_key"]

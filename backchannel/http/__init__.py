@@ -1,0 +1,1 @@
+"""The HTTP skin: quart-trio routes over the runtime. No business rules here."""

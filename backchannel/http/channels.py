@@ -1,0 +1,119 @@
+"""Routes for channels: create, discover, read (contract §2.4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import request
+from quart_trio import QuartTrio
+
+from backchannel.core import errors
+from backchannel.core.errors import ApiError
+from backchannel.core.records import BROADCAST, CLAIMABLE, OPEN, RESTRICTED
+from backchannel.core.schema import schema_problems
+from backchannel.core.timefmt import parse_ts
+from backchannel.http import fields
+from backchannel.http.api import Api, Call, Result
+from backchannel.http.views import channel_view, discover_view
+
+_MAX_LIMIT = "must be null or an integer between 1 and 1000000"
+
+
+def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[str]]:
+    """Validate a create body in the contract's order; returns (spec, related ids)."""
+    settings = api.settings
+    name = fields.channel_name(body, settings.max_name_chars)
+    if "mode" not in body:
+        raise errors.missing_field("mode")
+    mode = body["mode"]
+    if mode not in (BROADCAST, CLAIMABLE):
+        raise ApiError(422, "invalid_mode", "'mode' must be 'broadcast' or 'claimable'")
+    access = body.get("access", OPEN)
+    if access not in (OPEN, RESTRICTED):
+        raise ApiError(422, "invalid_access", "'access' must be 'open' or 'restricted'")
+    spec = api.hub.channel_defaults(access)
+    spec["name"] = name
+    spec["mode"] = mode
+    discoverable = body.get("discoverable")
+    if discoverable is not None:
+        if not isinstance(discoverable, bool):
+            raise ApiError(422, "invalid_discoverable", "'discoverable' must be true or false")
+        spec["discoverable"] = discoverable
+    description = fields.optional_string(body, "description", max_chars=settings.max_text_chars)
+    spec["description"] = description or ""
+    schema = fields.optional_object(body, "metadata_schema", max_bytes=settings.max_metadata_bytes)
+    problems = schema_problems(schema)
+    if problems:
+        raise ApiError(
+            422, "invalid_object", "'metadata_schema' is unusable: " + "; ".join(problems)
+        )
+    spec["metadata_schema"] = schema
+    spec["pinned_message"] = fields.optional_string(
+        body, "pinned_message", max_chars=settings.max_text_chars
+    )
+    related = fields.string_list(body, "related_channels", "invalid_related_channels") or []
+    webhook_url = fields.optional_string(body, "webhook_url", max_chars=2048)
+    if webhook_url is not None and not webhook_url.lower().startswith(("http://", "https://")):
+        raise ApiError(422, "invalid_webhook_url", "'webhook_url' must be an http(s) URL")
+    spec["webhook_url"] = webhook_url
+    spec["webhook_secret"] = fields.optional_string(body, "webhook_secret", max_chars=512)
+    if "ttl_seconds" in body:
+        spec["ttl_seconds"] = fields.bounded_int(
+            body["ttl_seconds"],
+            300,
+            2_592_000,
+            "invalid_ttl_seconds",
+            "'ttl_seconds' must be an integer between 300 and 2592000",
+        )
+    if "retention_days" in body:
+        spec["retention_days"] = fields.bounded_int(
+            body["retention_days"],
+            1,
+            365,
+            "invalid_retention_days",
+            "'retention_days' must be an integer between 1 and 365",
+        )
+    for name_, code in (
+        ("max_messages", "invalid_max_messages"),
+        ("max_writes_per_minute", "invalid_max_writes_per_minute"),
+    ):
+        if name_ in body:
+            spec[name_] = fields.bounded_int(
+                body[name_], 1, 1_000_000, code, f"'{name_}' {_MAX_LIMIT}", nullable=True
+            )
+    return spec, related
+
+
+def register(app: QuartTrio, api: Api) -> None:
+    hub = api.hub
+
+    @app.route("/v1/channels", methods=["POST"])
+    @api.endpoint(mutating=True)
+    async def create_channel(call: Call) -> Result:
+        spec, related = _channel_spec(await call.json(), api)
+        state = await hub.create_channel(call.auth, spec, related)
+        return 201, channel_view(state.config, hub.world)
+
+    @app.route("/v1/channels", methods=["GET"])
+    @api.endpoint()
+    async def discover(call: Call) -> Result:
+        args = request.args
+        limit = fields.query_limit(args.get("limit"), strict=False)
+        raw_cursor = args.get("cursor") or args.get("since")
+        before = parse_ts(raw_cursor) if raw_cursor and raw_cursor != "0" else None
+        key_id = call.auth.key_id
+        page = []
+        for state in hub.world.discoverable():
+            if before is not None and state.config.created_at >= before:
+                continue
+            page.append(discover_view(state.config, key_id))
+            if len(page) >= limit:
+                break
+        next_cursor = page[-1]["created_at"] if len(page) == limit else None
+        return 200, {"data": page, "limit": limit, "next_cursor": next_cursor}
+
+    @app.route("/v1/channels/<identifier>", methods=["GET"])
+    @api.endpoint()
+    async def get_channel(call: Call, identifier: str) -> Result:
+        state = hub.world.resolve_channel(identifier, call.auth)
+        return 200, channel_view(state.config, hub.world)

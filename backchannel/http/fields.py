@@ -1,0 +1,196 @@
+"""Validation of request bodies and query values, in the contract's words.
+
+Each function takes the parsed JSON object (or a query string value) and
+returns a clean Python value or raises :class:`ApiError` with the code of
+contract §2–§4. Nothing here touches state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from backchannel.core import errors
+from backchannel.core.errors import ApiError
+
+_ABSENT = object()
+
+# U+00AD, U+061C, U+200B–U+200F, U+202A–U+202E, U+2060–U+2064, U+2066–U+2069, U+FEFF
+_INVISIBLE = frozenset(
+    [
+        0x00AD,
+        0x061C,
+        0xFEFF,
+        *range(0x200B, 0x2010),
+        *range(0x202A, 0x202F),
+        *range(0x2060, 0x2065),
+        *range(0x2066, 0x206A),
+    ]
+)
+
+
+def parse_object(data: bytes) -> dict[str, Any]:
+    """A request body as a JSON object; an empty body is ``{}``.
+
+    Raises 400 ``invalid_json`` (not UTF-8 or not JSON) and 422
+    ``invalid_json_shape`` (JSON but not an object).
+    """
+    if not data.strip():
+        return {}
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", "Request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_json_shape", "Request body must be a JSON object")
+    return value
+
+
+def required_string(body: dict[str, Any], name: str, *, max_chars: int | None = None) -> str:
+    """A required non-empty string, trimmed."""
+    if name not in body:
+        raise errors.missing_field(name)
+    value = body[name]
+    if not isinstance(value, str) or not value.strip():
+        raise errors.invalid_string(name)
+    text = value.strip()
+    if max_chars is not None and len(text) > max_chars:
+        raise ApiError(422, "invalid_string", f"'{name}' must be at most {max_chars} characters")
+    return text
+
+
+def optional_string(body: dict[str, Any], name: str, *, max_chars: int | None = None) -> str | None:
+    """An optional string: absent or null gives None; present must be non-empty."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise errors.invalid_string(name)
+    text = value.strip()
+    if max_chars is not None and len(text) > max_chars:
+        raise ApiError(422, "invalid_string", f"'{name}' must be at most {max_chars} characters")
+    return text
+
+
+def optional_object(
+    body: dict[str, Any], name: str, *, max_bytes: int | None = None
+) -> dict[str, Any]:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.invalid_object(name)
+    if max_bytes is not None:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > max_bytes:
+            raise ApiError(
+                422, "invalid_object", f"'{name}' must encode to at most {max_bytes} bytes"
+            )
+    return value
+
+
+def channel_name(body: dict[str, Any], max_chars: int) -> str:
+    if "name" not in body:
+        raise errors.missing_field("name")
+    value = body["name"]
+    if not isinstance(value, str) or not value.strip():
+        raise errors.invalid_string("name")
+    name = value.strip()
+    for char in name:
+        code = ord(char)
+        if code < 0x20 or code == 0x7F or code in _INVISIBLE:
+            raise ApiError(
+                422, "invalid_channel_name", "Channel name contains control or invisible characters"
+            )
+    if len(name) > max_chars:
+        raise ApiError(
+            422, "invalid_channel_name", f"Channel name must be at most {max_chars} characters"
+        )
+    return name
+
+
+def bounded_int(
+    value: Any, low: int, high: int, code: str, message: str, *, nullable: bool = False
+) -> int | None:
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ApiError(422, code, message)
+    return value
+
+
+def content(body: dict[str, Any], max_bytes: int) -> str:
+    """Message content: required, non-empty after trim, stored trimmed, byte-capped."""
+    text = required_string(body, "content")
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise ApiError(
+            422,
+            "content_too_large",
+            f"Message content exceeds the {max_bytes}-byte limit",
+            max_content_bytes=max_bytes,
+            received_bytes=size,
+        )
+    return text
+
+
+def string_list(
+    body: dict[str, Any], name: str, code: str, *, max_items: int = 100
+) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ApiError(422, code, f"'{name}' must be an array")
+    if len(value) > max_items:
+        raise ApiError(422, code, f"'{name}' must have at most {max_items} entries")
+    out: list[str] = []
+    for item in value:
+        if item is None:
+            continue
+        if not isinstance(item, str) or not item.strip():
+            raise errors.invalid_string("value")
+        out.append(item.strip())
+    return out
+
+
+# -- query values -------------------------------------------------------------
+
+
+def query_int(raw: str | None, name: str, default: int) -> int:
+    """An integer query value; anything unparsable is 400 ``invalid_query``."""
+    if raw is None or raw == "":
+        return default
+    text = raw.strip()
+    if not text.lstrip("+-").isdigit() or len(text) > 12:
+        raise errors.invalid_query(name, "must be an integer")
+    return int(text)
+
+
+def query_limit(raw: str | None, *, default: int = 50, strict: bool = True) -> int:
+    """``limit``: 1–100; outside → 422 ``invalid_limit`` (or clamped when not strict)."""
+    value = query_int(raw, "limit", default)
+    if 1 <= value <= 100:
+        return value
+    if not strict:
+        return min(100, max(1, value))
+    raise ApiError(422, "invalid_limit", "'limit' must be between 1 and 100")
+
+
+def query_wait(raw: str | None, cap: float, ceiling: float = 3600.0) -> float:
+    """``wait`` seconds, clamped to the server cap.
+
+    Not a finite number, negative, or beyond ``ceiling`` → 400 ``invalid_query``.
+    """
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.invalid_query("wait", "must be a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise errors.invalid_query("wait", "must be a non-negative number of seconds")
+    if value > ceiling:
+        raise errors.invalid_query("wait", f"must be at most {ceiling:g} seconds")
+    return min(value, cap)

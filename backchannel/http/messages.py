@@ -1,0 +1,203 @@
+"""Routes for messages: post, list / long-poll, history, claim, lease, ack (§2.6).
+
+Long-poll (contract §0.2): a reader whose page is empty parks on its
+channel actor's current *generation* event, which the actor sets right
+after it applies a post. The event is captured in the same actor step that
+computed the empty page, so no wake-up can fall between the check and the
+wait. Cancellation (client gone, ``wait`` elapsed) leaves nothing behind:
+the only trace of a waiter is two counters, restored in ``finally``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import request
+from quart_trio import QuartTrio
+
+from backchannel.core.errors import ApiError
+from backchannel.core.records import Message
+from backchannel.core.timefmt import US_PER_SECOND, format_ts, parse_ts
+from backchannel.http import fields
+from backchannel.http.api import Api, Call, Result
+from backchannel.http.views import (
+    HISTORY_CURSOR,
+    MESSAGE_CURSOR,
+    archived_view,
+    history_cursor,
+    message_cursor,
+    message_view,
+)
+from backchannel.runtime.actor import ChannelActor
+
+_STATUSES = ("unclaimed", "claimed")
+
+
+def _acting(body: dict[str, Any]) -> str | None:
+    """The optional ``actor`` of claim/release/ack bodies."""
+    value = body.get("actor")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_string", "'actor' must be a string")
+    return value
+
+
+def _seq_cursor(raw: str | None, prefix: str) -> int | None:
+    """Our own opaque cursor (``s12`` / ``h12``) as a seq, else None."""
+    if raw and raw.startswith(prefix) and raw[1:].isdigit() and len(raw) < 20:
+        return int(raw[1:])
+    return None
+
+
+def register(app: QuartTrio, api: Api) -> None:
+    hub = api.hub
+    settings = api.settings
+
+    def lease_us(body: dict[str, Any]) -> int:
+        low, high = settings.lease_min_seconds, settings.lease_max_seconds
+        value = body.get("lease_seconds", settings.lease_default_seconds)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ApiError(
+                422,
+                "invalid_lease_seconds",
+                f"'lease_seconds' must be an integer between {low} and {high}",
+            )
+        return value * US_PER_SECOND
+
+    def view(message: Message, actor: ChannelActor) -> dict[str, Any]:
+        return message_view(message, actor.channel_id, hub.clock.now())
+
+    @app.route("/v1/channels/<identifier>/messages", methods=["POST"])
+    @api.endpoint(mutating=True)
+    async def post_message(call: Call, identifier: str) -> Result:
+        body = await call.json()
+        content = fields.content(body, settings.max_message_bytes)
+        metadata = fields.optional_object(body, "metadata", max_bytes=settings.max_metadata_bytes)
+        actor_label = fields.optional_string(body, "actor_label", max_chars=settings.max_name_chars)
+        actor_ref = fields.optional_string(body, "actor", max_chars=settings.max_name_chars)
+        mentions = fields.string_list(body, "mentions", "invalid_mentions")
+        actor = hub.channel_actor(identifier, call.auth)
+        message = await actor.call(
+            actor.cmd_post, call.auth, content, metadata, actor_ref, actor_label, mentions
+        )
+        return 201, {"message": view(message, actor), "next_cursor": message_cursor(message.seq)}
+
+    @app.route("/v1/channels/<identifier>/messages", methods=["GET"])
+    @api.endpoint()
+    async def list_messages(call: Call, identifier: str) -> Result:
+        args = request.args
+        cursor, since = args.get("cursor"), args.get("since")
+        raw = cursor if cursor is not None else since
+        limit = fields.query_limit(args.get("limit"))
+        status = args.get("status") or None
+        if status is not None and status not in _STATUSES:
+            raise ApiError(422, "invalid_status", "'status' must be 'unclaimed' or 'claimed'")
+        expiring = args.get("expiring_before")
+        expiring_before = parse_ts(expiring) if expiring else None
+        wait = 0.0
+        if settings.longpoll_enabled:
+            wait = fields.query_wait(args.get("wait"), settings.longpoll_max_wait_seconds)
+        actor = hub.channel_actor(identifier, call.auth)
+        after = _seq_cursor(raw, MESSAGE_CURSOR)
+        if after is None:
+            at = parse_ts(raw) if raw and raw != "0" else None
+            after = await actor.call(actor.cmd_seq_after_time, at) if at is not None else 0
+        deadline = trio.current_time() + wait
+        while True:
+            page, changed, _ = await actor.call(
+                actor.cmd_page, after, limit, status, expiring_before
+            )
+            if page or hub.closing or trio.current_time() >= deadline:
+                break
+            if hub.parked >= settings.longpoll_max_waiters:
+                break  # waiter cap: answer at once with the normal page
+            hub.parked += 1
+            actor.waiters += 1
+            try:
+                with trio.move_on_at(deadline):
+                    await changed.wait()
+            finally:
+                hub.parked -= 1
+                actor.waiters -= 1
+        now = hub.clock.now()
+        data = [message_view(m, actor.channel_id, now) for m in page]
+        next_cursor = message_cursor(page[-1].seq) if page else raw
+        headers = (
+            {"Deprecation": "true", "Sunset": "2027-01-01"} if cursor is None and since else {}
+        )
+        return 200, {"data": data, "limit": limit, "next_cursor": next_cursor}, headers
+
+    @app.route("/v1/channels/<identifier>/history", methods=["GET"])
+    @api.endpoint()
+    async def history(call: Call, identifier: str) -> Result:
+        args = request.args
+        limit = fields.query_limit(args.get("limit"))
+        raw = args.get("cursor") or args.get("since")
+        before_seq = _seq_cursor(raw, HISTORY_CURSOR)
+        before_time = parse_ts(raw) if raw and before_seq is None and raw != "0" else None
+        actor = hub.channel_actor(identifier, call.auth)
+        entries = await actor.call(actor.cmd_history, before_seq, before_time, limit)
+        data = [archived_view(e, actor.channel_id) for e in entries]
+        next_cursor = history_cursor(entries[-1].message.seq) if entries else None
+        return 200, {"data": data, "limit": limit, "next_cursor": next_cursor}
+
+    @app.route("/v1/messages/<message_id>", methods=["DELETE"])
+    @api.endpoint(mutating=True)
+    async def retract(call: Call, message_id: str) -> Result:
+        actor = hub.message_actor(message_id)
+        await actor.call(actor.cmd_retract, call.auth, message_id)
+        return 200, {"status": "retracted"}
+
+    @app.route("/v1/messages/<message_id>/claim", methods=["POST"])
+    @api.endpoint(mutating=True)
+    async def claim(call: Call, message_id: str) -> Result:
+        body = await call.json()
+        acting = _acting(body)
+        fields.optional_object(body, "metadata", max_bytes=settings.max_metadata_bytes)
+        actor = hub.message_actor(message_id)
+        result = await actor.call(actor.cmd_claim, call.auth, message_id, acting, None)
+        return 200, {"status": result.status, "message": view(result.message, actor)}
+
+    @app.route("/v1/messages/<message_id>/claim-with-lease", methods=["POST"])
+    @api.endpoint(mutating=True)
+    async def claim_with_lease(call: Call, message_id: str) -> Result:
+        body = await call.json()
+        lease = lease_us(body)
+        acting = _acting(body)
+        fields.optional_object(body, "metadata", max_bytes=settings.max_metadata_bytes)
+        actor = hub.message_actor(message_id)
+        result = await actor.call(actor.cmd_claim, call.auth, message_id, acting, lease)
+        assert result.lease_expires_at is not None
+        return 200, {
+            "lease_token": result.lease_token,
+            "expires_at": format_ts(result.lease_expires_at),
+            "message": view(result.message, actor),
+        }
+
+    @app.route("/v1/leases/<lease_token>/heartbeat", methods=["POST"])
+    @api.endpoint(mutating=True)
+    async def heartbeat(call: Call, lease_token: str) -> Result:
+        lease = lease_us(await call.json())
+        actor, message_id = hub.lease_actor(lease_token)
+        expires = await actor.call(actor.cmd_heartbeat, call.auth, lease_token, message_id, lease)
+        return 200, {"lease_token": lease_token, "expires_at": format_ts(expires)}
+
+    @app.route("/v1/messages/<message_id>/release", methods=["POST"])
+    @api.endpoint(mutating=True)
+    async def release(call: Call, message_id: str) -> Result:
+        acting = _acting(await call.json())
+        actor = hub.message_actor(message_id)
+        message = await actor.call(actor.cmd_release, call.auth, message_id, acting)
+        return 200, {"status": "released", "message": view(message, actor)}
+
+    @app.route("/v1/messages/<message_id>/ack", methods=["POST"])
+    @api.endpoint(mutating=True)
+    async def ack(call: Call, message_id: str) -> Result:
+        body = await call.json()
+        acting = _acting(body)
+        fields.optional_object(body, "metadata", max_bytes=settings.max_metadata_bytes)
+        actor = hub.message_actor(message_id)
+        status, message = await actor.call(actor.cmd_ack, call.auth, message_id, acting)
+        return 200, {"status": status, "message": view(message, actor)}

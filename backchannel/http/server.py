@@ -1,0 +1,100 @@
+"""Serving the app with hypercorn's trio worker, inside the runtime.
+
+The order of a clean stop (SIGTERM/SIGINT or ``stop``): the shutdown
+trigger first wakes every long-poll waiter, which answers its empty page
+(stack-notes pitfall 2: hypercorn would otherwise cut them with no answer
+after its grace period); hypercorn then stops accepting and finishes
+in-flight requests within ``graceful_timeout``; only then does the runtime
+close, flush the journal and write the final snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from backchannel.config import Settings
+from backchannel.http.app import create_app
+from backchannel.runtime.service import open_runtime
+
+log = logging.getLogger(__name__)
+
+
+def _somaxconn() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text().strip())
+    except (OSError, ValueError):
+        return 4096
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    """Hypercorn settings that avoid the pitfalls measured in stack-notes.md."""
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.read_timeout = int(settings.read_timeout)  # closes idle keep-alives (pitfall 1)
+    config.keep_alive_timeout = settings.read_timeout
+    config.keep_alive_max_requests = 1_000_000_000  # pooled clients (pitfall 3)
+    config.backlog = _somaxconn()
+    config.graceful_timeout = settings.graceful_timeout_seconds
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.h2_max_inbound_frame_size = 2**14
+    return config
+
+
+async def serve(
+    settings: Settings,
+    *,
+    stop: trio.Event | None = None,
+    handle_signals: bool = False,
+    in_memory: bool = False,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the server until ``stop`` is set (or a signal arrives).
+
+    ``task_status.started`` receives the bound base URL, e.g.
+    ``http://127.0.0.1:8080`` (useful with port 0).
+    """
+    stop = stop if stop is not None else trio.Event()
+    async with open_runtime(settings, in_memory=in_memory) as hub:
+        app = create_app(hub)
+
+        async def shutdown_trigger() -> None:
+            await stop.wait()
+            hub.closing = True
+            for actor in hub.actors.values():
+                actor.wake_all()
+            await trio.sleep(0.05)  # let woken waiters write their answers
+
+        async with trio.open_nursery() as nursery:
+            if handle_signals:
+                nursery.start_soon(_watch_signals, stop)
+            binds = await nursery.start(
+                lambda task_status: hypercorn_serve(
+                    app,
+                    hypercorn_config(settings),
+                    shutdown_trigger=shutdown_trigger,
+                    task_status=task_status,
+                )
+            )
+            url = binds[0] if binds else f"http://{settings.host}:{settings.port}"
+            log.info("serving on %s", url)
+            task_status.started(url)
+            await stop.wait()
+            # hypercorn returns once in-flight requests are done; then stop watching signals
+            nursery.cancel_scope.deadline = (
+                trio.current_time() + settings.graceful_timeout_seconds + 5
+            )
+        log.info("HTTP stopped; flushing and writing the final snapshot")
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+            return

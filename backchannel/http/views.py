@@ -1,0 +1,124 @@
+"""JSON shapes of the contract's objects (§2.2). Pure functions of records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backchannel.core.records import Actor, Archived, ChannelConfig, Message
+from backchannel.core.timefmt import format_ts
+from backchannel.core.world import World
+
+MESSAGE_CURSOR = "s"
+HISTORY_CURSOR = "h"
+
+
+def message_cursor(seq: int) -> str:
+    """Opaque cursor meaning "after the message with this seq"."""
+    return f"{MESSAGE_CURSOR}{seq}"
+
+
+def history_cursor(seq: int) -> str:
+    return f"{HISTORY_CURSOR}{seq}"
+
+
+def _ref(actor_id: str | None, name: str | None) -> dict[str, Any] | None:
+    return None if actor_id is None else {"id": actor_id, "name": name}
+
+
+def message_view(message: Message, channel_id: str, now: int) -> dict[str, Any]:
+    claimed_at = message.claimed_at
+    return {
+        "id": message.id,
+        "channel_id": channel_id,
+        "actor": _ref(message.actor_id, message.actor_name),
+        "actor_label": message.actor_label,
+        "content": message.content,
+        "metadata": message.metadata,
+        "created_at": format_ts(message.created_at),
+        "expires_at": format_ts(message.expires_at),
+        "claimed_by": _ref(message.claimed_by_id, message.claimed_by_name),
+        "claimed_by_key_id": message.claimed_by_key_id,
+        "mentions": [{"id": m[0], "name": m[1]} for m in message.mentions],
+        "claimed_at": format_ts(claimed_at) if claimed_at is not None else None,
+        "acknowledged_by": [
+            {"id": a[0], "name": a[1], "occurred_at": format_ts(a[2])} for a in message.acks
+        ],
+        "active": message.expires_at > now and not message.removed,
+    }
+
+
+def archived_view(entry: Archived, channel_id: str) -> dict[str, Any]:
+    message = entry.message
+    claimed_at = message.claimed_at
+    return {
+        "id": message.id,
+        "channel_id": channel_id,
+        "actor": _ref(message.actor_id, message.actor_name),
+        "actor_label": message.actor_label,
+        "content": message.content,
+        "metadata": message.metadata,
+        "created_at": format_ts(message.created_at),
+        "expires_at": format_ts(message.expires_at),
+        "claimed_by": _ref(message.claimed_by_id, message.claimed_by_name),
+        "claimed_at": format_ts(claimed_at) if claimed_at is not None else None,
+        "archived_at": format_ts(entry.archived_at),
+        "active": False,
+    }
+
+
+def channel_view(config: ChannelConfig, world: World) -> dict[str, Any]:
+    related = []
+    for channel_id in config.related_channels:
+        target = world.channels.get(channel_id)
+        if target is not None:
+            related.append(
+                {"id": channel_id, "name": target.config.name, "mode": target.config.mode}
+            )
+    related.sort(key=lambda item: item["name"])
+    return {
+        "id": config.id,
+        "owner_id": config.owner_id,
+        "created_by_key_id": config.owner_key_id,
+        "name": config.name,
+        "mode": config.mode,
+        "access": config.access,
+        "discoverable": config.discoverable,
+        "description": config.description,
+        "metadata_schema": config.metadata_schema,
+        "pinned_message": config.pinned_message,
+        "ttl_seconds": config.ttl_seconds,
+        "retention_days": config.retention_days,
+        "max_messages": config.max_messages,
+        "max_writes_per_minute": config.max_writes_per_minute,
+        "paused": config.paused,
+        "aliases": sorted(config.aliases),
+        "related_channels": related,
+        "created_at": format_ts(config.created_at),
+        "updated_at": format_ts(config.updated_at),
+    }
+
+
+def discover_view(config: ChannelConfig, key_id: str) -> dict[str, Any]:
+    return {
+        "id": config.id,
+        "name": config.name,
+        "mode": config.mode,
+        "access": config.access,
+        "description": config.description,
+        "created_at": format_ts(config.created_at),
+        "is_member": key_id == config.owner_key_id or key_id in config.members,
+    }
+
+
+def actor_view(actor: Actor) -> dict[str, Any]:
+    return {
+        "id": actor.id,
+        "owner_id": actor.owner_id,
+        "created_by_key_id": actor.created_by_key_id,
+        "name": actor.name,
+        "description": actor.description,
+        "metadata": actor.metadata,
+        "aliases": sorted(actor.aliases),
+        "created_at": format_ts(actor.created_at),
+        "updated_at": format_ts(actor.updated_at),
+    }

@@ -1,0 +1,1 @@
+"""Trio tasks: the Hub, one actor per channel, the journal and the snapshotter."""

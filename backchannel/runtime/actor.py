@@ -1,0 +1,286 @@
+"""ChannelActor: the one task that owns a channel's state.
+
+Every change to a channel reaches its actor through the inbox, one command
+at a time, so a claim is atomic without a lock. A command is a plain method
+of the actor run synchronously inside the loop: it decides, journals each
+event (which assigns its global seq), applies it, and returns
+``(value, seq)``. The caller then waits for that seq to be durable before it
+answers the client ("durable when answered", design.md).
+
+Events are applied *before* they are durable so the actor never stalls on
+the disk and many channels share one fsync (group commit). A reader may
+therefore see a change whose author has not been answered yet; if the
+process dies before the fsync, that change is lost, and its author was never
+told it succeeded.
+
+Cancellation: a caller that is cancelled while its command is queued or
+running leaves the command in place; the reply channel's receive end is
+closed and the actor ignores the ``BrokenResourceError`` — the write stands.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import outcome
+import trio
+
+from backchannel.core.channel import ChannelState
+from backchannel.core.errors import ApiError
+from backchannel.core.events import (
+    ActorCreated,
+    ChannelEvent,
+    HistoryPurged,
+    LeaseExpired,
+    MessagePosted,
+    MessageReleased,
+    MessagesExpired,
+    to_wire,
+)
+from backchannel.core.records import Archived, KeyRecord, Message
+from backchannel.runtime.durable import settle
+
+if TYPE_CHECKING:
+    from backchannel.runtime.hub import Hub
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Command = tuple[Callable[..., tuple[Any, int]], tuple[Any, ...], trio.MemorySendChannel[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStatistics:
+    channel_id: str
+    inbox_depth: int
+    live_messages: int
+    archived_messages: int
+    open_leases: int
+    waiters: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    status: str
+    message: Message
+    lease_token: str | None
+    lease_expires_at: int | None
+
+
+class ChannelActor:
+    """Owns one :class:`ChannelState`; see the module docstring."""
+
+    def __init__(self, hub: Hub, state: ChannelState) -> None:
+        self.hub = hub
+        self.state = state
+        self.channel_id = state.config.id
+        self._send, self._receive = trio.open_memory_channel[Command](hub.settings.inbox_size)
+        self._changed = trio.Event()
+        self.waiters = 0
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve commands and deadlines until the inbox is closed. Never raises ApiError."""
+        clock = self.hub.clock
+        task_status.started()
+        self._expire()
+        async with self._receive:
+            while True:
+                with trio.move_on_at(clock.trio_time(self.state.next_deadline())):
+                    try:
+                        command = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                    self._expire()
+                    self._execute(command)
+                    # a command may bring the next deadline closer: loop to re-arm
+                    continue
+                self._expire()
+
+    def close(self) -> None:
+        """Ask the loop to finish once queued commands are done."""
+        self._send.close()
+
+    async def call(self, fn: Callable[..., tuple[T, int]], *args: Any) -> T:
+        """Run ``fn(*args)`` inside the actor and return its value once durable.
+
+        Raises:
+            ApiError: the command was refused; nothing changed.
+            JournalFailed: the change could not be made durable.
+        """
+        reply_send, reply_receive = trio.open_memory_channel[Any](1)
+        with reply_receive:
+            try:
+                await self._send.send((fn, args, reply_send))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise ApiError(503, "unavailable", "The server is shutting down") from None
+            result = await reply_receive.receive()
+        value, seq = result.unwrap()
+        await settle(self.hub.journal, seq)
+        return value  # type: ignore[no-any-return]
+
+    def _execute(self, command: Command) -> None:
+        fn, args, reply = command
+        try:
+            result: outcome.Outcome[Any] = outcome.Value(fn(*args))
+        except ApiError as exc:
+            result = outcome.Error(exc)
+        except Exception as exc:
+            log.exception("command %s failed in channel %s", fn.__name__, self.channel_id)
+            result = outcome.Error(exc)
+        try:
+            reply.send_nowait(result)
+        except trio.BrokenResourceError:
+            pass  # the caller went away; the command's effect stands
+
+    def _expire(self) -> None:
+        events = self.state.due_events(self.hub.clock.now())
+        for event in events:
+            self._commit(event)
+
+    def _commit(self, event: ChannelEvent) -> int:
+        seq = self.hub.journal.append_nowait(to_wire(event))
+        hub = self.hub
+        if isinstance(event, HistoryPurged):
+            hub.forget_archived(self.state, event.before)
+        touched = self.state.live.get(getattr(event, "message_id", ""))
+        token = touched.lease_token if touched is not None else None
+        expired = list(self.state.iter_live()) if isinstance(event, MessagesExpired) else ()
+        self.state.apply(event, seq)
+        if isinstance(event, MessagePosted):
+            hub.message_index[event.message_id] = self
+            if self.state.trimmed:
+                hub.forget_messages(self.state.trimmed)
+                self.state.trimmed.clear()
+        elif touched is not None and touched.lease_token != token:
+            if token is not None:
+                hub.lease_index.pop(token, None)
+            if touched.lease_token is not None:
+                hub.lease_index[touched.lease_token] = touched.id
+        for message in expired:
+            if message.removed and message.lease_token is not None:
+                hub.lease_index.pop(message.lease_token, None)
+        if isinstance(event, MessagePosted | MessageReleased | LeaseExpired):
+            self._changed.set()
+            self._changed = trio.Event()
+        return seq
+
+    def wake_all(self) -> None:
+        """Wake every parked long-poll waiter (used at shutdown)."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def statistics(self) -> ActorStatistics:
+        return ActorStatistics(
+            self.channel_id,
+            self._send.statistics().current_buffer_used,
+            len(self.state.live),
+            len(self.state.history),
+            sum(1 for m in self.state.live.values() if m.lease_token is not None),
+            self.waiters,
+        )
+
+    # -- commands (run inside the loop; each returns (value, last seq)) -------
+
+    def cmd_post(
+        self,
+        key: KeyRecord,
+        content: str,
+        metadata: dict[str, Any],
+        actor_ref: str | None,
+        actor_label: str | None,
+        mentions: list[str] | None,
+    ) -> tuple[Message, int]:
+        world = self.hub.world
+        now = self.hub.clock.now()
+        # decide everything before changing anything
+        event = self.state.decide_post(
+            content=content,
+            metadata=metadata,
+            key_id=key.key_id,
+            now=now,
+            actor=None,
+            actor_label=actor_label,
+            mentions=[],
+        )
+        actor = world.resolve_posting_actor(key, actor_ref) if actor_ref is not None else None
+        resolved = world.resolve_mentions(mentions, self.state) if mentions else []
+        if actor is not None or resolved:
+            event = MessagePosted(
+                **{
+                    **{name: getattr(event, name) for name in event.__dataclass_fields__},
+                    "actor_id": actor.id if actor else None,
+                    "actor_name": actor.name if actor else None,
+                    "mentions": resolved,
+                }
+            )
+        seq = self._commit(event)
+        return self.state.live[event.message_id], seq
+
+    def cmd_page(
+        self, after_seq: int, limit: int, status: str | None, expiring_before: int | None
+    ) -> tuple[tuple[list[Message], trio.Event, int], int]:
+        page = self.state.page(after_seq, limit, status, expiring_before)
+        return (page, self._changed, self.state.last_seq), 0
+
+    def cmd_seq_after_time(self, at: int) -> tuple[int, int]:
+        return self.state.first_seq_after_time(at), 0
+
+    def cmd_history(
+        self, before_seq: int | None, before_time: int | None, limit: int
+    ) -> tuple[list[Archived], int]:
+        return self.state.history_page(before_seq, limit, before_time), 0
+
+    def cmd_claim(
+        self, key: KeyRecord, message_id: str, actor_value: str | None, lease_us: int | None
+    ) -> tuple[ClaimResult, int]:
+        now = self.hub.clock.now()
+        message = self.state.check_message(message_id, key.key_id, "claimed", claim=True)
+        actor, created = self.hub.world.resolve_acting_actor(key, actor_value, now)
+        status, event = self.state.decide_claim(message, actor, key.key_id, now, lease_us)
+        seq = self._commit_actor(created)
+        if event is not None:
+            seq = self._commit(event)
+        return ClaimResult(status, message, message.lease_token, message.lease_expires_at), seq
+
+    def cmd_heartbeat(
+        self, key: KeyRecord, token: str, message_id: str, lease_us: int
+    ) -> tuple[int, int]:
+        now = self.hub.clock.now()
+        event = self.state.decide_heartbeat(token, message_id, key.key_id, now, lease_us)
+        return event.lease_expires_at, self._commit(event)
+
+    def cmd_release(
+        self, key: KeyRecord, message_id: str, actor_value: str | None
+    ) -> tuple[Message, int]:
+        now = self.hub.clock.now()
+        message = self.state.check_message(message_id, key.key_id, "released", claim=True)
+        if message.claimed_by_id is None:
+            raise ApiError(409, "not_claimed", "Message is not claimed")
+        actor, created = self.hub.world.resolve_acting_actor(key, actor_value, now)
+        event = self.state.decide_release(message, actor[0], key.key_id, now)
+        self._commit_actor(created)
+        return message, self._commit(event)
+
+    def cmd_ack(
+        self, key: KeyRecord, message_id: str, actor_value: str | None
+    ) -> tuple[tuple[str, Message], int]:
+        now = self.hub.clock.now()
+        message = self.state.check_message(message_id, key.key_id, "acknowledged", claim=False)
+        actor, created = self.hub.world.resolve_acting_actor(key, actor_value, now)
+        event = self.state.decide_ack(message, actor, now)
+        seq = self._commit_actor(created)
+        if event is None:
+            return ("already_acknowledged", message), seq
+        return ("acknowledged", message), self._commit(event)
+
+    def cmd_retract(self, key: KeyRecord, message_id: str) -> tuple[None, int]:
+        now = self.hub.clock.now()
+        message = self.state.check_message(message_id, key.key_id, "retract", claim=False)
+        return None, self._commit(self.state.decide_retract(message, key.key_id, now))
+
+    def _commit_actor(self, event: ActorCreated | None) -> int:
+        return self.hub.commit_global(event) if event is not None else 0

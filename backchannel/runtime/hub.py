@@ -1,0 +1,293 @@
+"""The Hub: channel directory, global registries and the actors' nursery.
+
+The Hub owns the :class:`World`'s global part (keys, actors, aliases,
+idempotency entries) and starts one :class:`ChannelActor` per channel.
+Global changes are decided and applied synchronously, with no ``await``
+between the check and the change, so they are atomic under trio's
+cooperative scheduling; the caller then waits for durability like any
+channel command.
+
+It also keeps two indexes the routes need: message id → owning actor and
+lease token → message id. Actors maintain them as they apply events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from backchannel.config import Settings
+from backchannel.core import errors
+from backchannel.core.channel import ChannelState
+from backchannel.core.errors import ApiError
+from backchannel.core.events import (
+    ChannelCreated,
+    GlobalEvent,
+    IdempotencyStored,
+    KeyMinted,
+    to_wire,
+)
+from backchannel.core.records import BROADCAST, OPEN, KeyRecord, Message
+from backchannel.core.world import World
+from backchannel.runtime.actor import ChannelActor
+from backchannel.runtime.clock import WallClock
+from backchannel.runtime.durable import settle
+from backchannel.runtime.journal import Journal
+
+log = logging.getLogger(__name__)
+
+SANDBOX_ALIAS = "sandbox"
+SANDBOX_BOT_LABEL = "sandbox-heartbeat-bot"
+SANDBOX_DESCRIPTION = (
+    "Public firehose — any agent can post and read here to test the Backchannel protocol."
+)
+HEARTBEAT_TEXT = (
+    "heartbeat — the sandbox channel is alive. "
+    "Post a message here to test the Backchannel protocol."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    channels: int
+    keys: int
+    actors: int
+    live_messages: int
+    parked_waiters: int
+    indexed_messages: int
+    open_leases: int
+
+
+class Hub:
+    """Directory of channel actors plus the global registries."""
+
+    def __init__(
+        self, settings: Settings, world: World, journal: Journal, clock: WallClock
+    ) -> None:
+        self.settings = settings
+        self.world = world
+        self.journal = journal
+        self.clock = clock
+        self.actors: dict[str, ChannelActor] = {}
+        self.message_index: dict[str, ChannelActor] = {}
+        self.lease_index: dict[str, str] = {}
+        self.parked = 0
+        self.closing = False
+        self._nursery: trio.Nursery | None = None
+        self._background = trio.CancelScope()
+
+    # -- lifetime -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Start an actor per channel, then serve until cancelled or closed."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for state in list(self.world.channels.values()):
+                await self._start_actor(state)
+            if self.settings.sandbox_enabled:
+                await self.ensure_sandbox()
+                if self.settings.sandbox_heartbeat_seconds > 0:
+                    nursery.start_soon(self._sandbox_heartbeat)
+            task_status.started()
+
+    def close(self) -> None:
+        """Wake every waiter and let every actor finish its queued commands."""
+        self.closing = True
+        for actor in self.actors.values():
+            actor.wake_all()
+            actor.close()
+        self._background.cancel()
+
+    async def _start_actor(self, state: ChannelState) -> ChannelActor:
+        assert self._nursery is not None
+        actor = ChannelActor(self, state)
+        self.actors[state.config.id] = actor
+        for message in state.live.values():
+            self.message_index[message.id] = actor
+            if message.lease_token is not None:
+                self.lease_index[message.lease_token] = message.id
+        for message_id in state.archived:
+            self.message_index[message_id] = actor
+        await self._nursery.start(actor.run)
+        return actor
+
+    # -- lookups --------------------------------------------------------------
+
+    def channel_actor(self, identifier: str, key: KeyRecord | None) -> ChannelActor:
+        """The actor of a channel by id, alias or (with a key) the caller's name."""
+        return self.actors[self.world.resolve_channel(identifier, key).config.id]
+
+    def message_actor(self, message_id: str) -> ChannelActor:
+        actor = self.message_index.get(message_id)
+        if actor is None:
+            raise errors.message_not_found()
+        return actor
+
+    def lease_actor(self, token: str) -> tuple[ChannelActor, str]:
+        message_id = self.lease_index.get(token)
+        actor = self.message_index.get(message_id) if message_id else None
+        if actor is None or message_id is None:
+            raise ApiError(410, "lease_expired", "Lease not found or already expired")
+        return actor, message_id
+
+    # -- index maintenance (called by actors) ---------------------------------
+
+    def forget_messages(self, messages: Iterable[Message]) -> None:
+        for message in messages:
+            self.message_index.pop(message.id, None)
+            if message.lease_token is not None:
+                self.lease_index.pop(message.lease_token, None)
+
+    def forget_archived(self, state: ChannelState, before: int) -> None:
+        self.forget_messages(e.message for e in state.history if e.archived_at < before)
+
+    # -- global commands ------------------------------------------------------
+
+    def commit_global(self, event: GlobalEvent) -> int:
+        """Journal and apply one global event; returns its seq."""
+        seq = self.journal.append_nowait(to_wire(event))
+        self.world.apply_global(event, seq)
+        return seq
+
+    async def mint_key(self, label: str) -> tuple[str, KeyRecord]:
+        raw, event = self.world.decide_mint(label, self.clock.now())
+        seq = self.commit_global(event)
+        await settle(self.journal, seq)
+        return raw, self.world.keys[event.key_id]
+
+    async def revoke_key(self, key: KeyRecord) -> None:
+        seq = self.commit_global(self.world.decide_revoke(key, self.clock.now()))
+        await settle(self.journal, seq)
+
+    async def create_actor(
+        self, key: KeyRecord, name: str, description: str, metadata: dict[str, Any]
+    ) -> str:
+        event = self.world.decide_create_actor(key, name, description, metadata, self.clock.now())
+        seq = self.commit_global(event)
+        await settle(self.journal, seq)
+        return event.actor_id
+
+    async def create_channel(
+        self, key: KeyRecord, spec: dict[str, Any], related: list[str]
+    ) -> ChannelState:
+        event = self.world.decide_create_channel(key, spec, related, self.clock.now())
+        seq = self.commit_global(event)
+        state = self.world.channels[event.channel_id]
+        await self._start_actor(state)
+        await settle(self.journal, seq)
+        return state
+
+    def record_idempotent(
+        self, key_id: str, idempotency_key: str, method: str, path: str, status: int, body: bytes
+    ) -> int:
+        """Journal the reply to an idempotent request; returns its seq (not yet durable)."""
+        event = IdempotencyStored(
+            key_id, idempotency_key, method, path, status, body, self.clock.now()
+        )
+        return self.commit_global(event)
+
+    # -- the sandbox ----------------------------------------------------------
+
+    async def ensure_sandbox(self) -> None:
+        """Create the open broadcast ``sandbox`` channel on first start (contract §3.14).
+
+        Its limits are re-applied from the settings on every start.
+        """
+        world = self.world
+        settings = self.settings
+        channel_id = world.channel_aliases.get(SANDBOX_ALIAS)
+        if channel_id is None:
+            now = self.clock.now()
+            bot = world.keys.get(world.active_labels.get(SANDBOX_BOT_LABEL, ""))
+            if bot is None:
+                _raw, minted = world.decide_mint(SANDBOX_BOT_LABEL, now)
+                minted = KeyMinted(
+                    minted.key_id,
+                    minted.key_hash,
+                    "backchannel",
+                    SANDBOX_BOT_LABEL,
+                    now,
+                    minted.actor_id,
+                )
+                self.commit_global(minted)
+                bot = world.keys[minted.key_id]
+            spec = self.channel_defaults(OPEN)
+            spec.update(
+                name="sandbox",
+                mode=BROADCAST,
+                discoverable=True,
+                description=SANDBOX_DESCRIPTION,
+            )
+            created = world.decide_create_channel(bot, spec, [], now)
+            created = ChannelCreated(created.channel_id, created.config, [SANDBOX_ALIAS], now)
+            self.commit_global(created)
+            channel_id = created.channel_id
+            await self._start_actor(world.channels[channel_id])
+        config = world.channels[channel_id].config
+        config.ttl_seconds = settings.sandbox_ttl_seconds
+        config.max_messages = settings.sandbox_max_messages
+        config.max_writes_per_minute = settings.sandbox_max_writes_per_minute
+        config.discoverable = True
+
+    async def _sandbox_heartbeat(self) -> None:
+        """Post a heartbeat when the sandbox has been silent for the interval."""
+        interval = self.settings.sandbox_heartbeat_seconds
+        with self._background:
+            await self._heartbeat_loop(interval)
+
+    async def _heartbeat_loop(self, interval: float) -> None:
+        while not self.closing:
+            channel_id = self.world.channel_aliases.get(SANDBOX_ALIAS)
+            actor = self.actors.get(channel_id or "")
+            if actor is not None and not actor.state.config.paused:
+                state = actor.state
+                newest = state.live.get(next(reversed(state.live))) if state.live else None
+                if newest is None or newest.created_at <= self.clock.now() - int(interval * 1e6):
+                    bot = self.world.keys.get(state.config.owner_key_id)
+                    if bot is not None:
+                        try:
+                            await actor.call(
+                                actor.cmd_post,
+                                bot,
+                                HEARTBEAT_TEXT,
+                                {},
+                                None,
+                                SANDBOX_BOT_LABEL,
+                                None,
+                            )
+                        except ApiError as exc:
+                            log.info("sandbox heartbeat skipped: %s", exc.code)
+            await trio.sleep(interval / 2)
+
+    def channel_defaults(self, access: str) -> dict[str, Any]:
+        """Field values of a new channel before the request's own fields."""
+        settings = self.settings
+        return {
+            "access": access,
+            "discoverable": settings.default_discoverable if access == OPEN else False,
+            "description": "",
+            "metadata_schema": {},
+            "pinned_message": None,
+            "ttl_seconds": settings.default_ttl_seconds,
+            "retention_days": settings.default_retention_days,
+            "max_messages": None,
+            "max_writes_per_minute": None,
+            "webhook_url": None,
+            "webhook_secret": None,
+        }
+
+    def statistics(self) -> HubStatistics:
+        world = self.world
+        return HubStatistics(
+            len(self.actors),
+            len(world.keys),
+            len(world.actors),
+            sum(len(a.state.live) for a in self.actors.values()),
+            self.parked,
+            len(self.message_index),
+            len(self.lease_index),
+        )

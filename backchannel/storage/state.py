@@ -1,0 +1,187 @@
+"""The snapshot payload: the whole :class:`World` as msgpack, part by part.
+
+Layout (msgpack map)::
+
+    {"format": 1, "clock": <µs at pack time>,
+     "registry": <bin: packed registry part>,
+     "channels": [<bin: packed channel part>, ...]}
+
+Each part is packed on its own, in one synchronous step, and records the
+journal seq it covers (``applied_seq``). The snapshotter packs the registry
+first, then the channels one by one, yielding to the event loop in between,
+so a part may cover more than the snapshot's header seq; replay skips, per
+part, every record the part already holds. Records are stored as lists in
+field order (positional), which keeps the payload small and the packing fast.
+Raw API keys are never stored, only their SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import fields
+from typing import Any
+
+import msgpack
+
+from backchannel.core.channel import ChannelState
+from backchannel.core.events import Event, channel_of, from_wire
+from backchannel.core.records import (
+    Actor,
+    Archived,
+    ChannelConfig,
+    IdempotencyEntry,
+    KeyRecord,
+    Member,
+    Message,
+)
+from backchannel.core.world import World
+
+FORMAT = 1
+
+
+def _names(cls: type[Any], *skip: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name not in skip)
+
+
+_KEY = _names(KeyRecord)
+_ACTOR = _names(Actor)
+_MEMBER = _names(Member)
+_CONFIG = _names(ChannelConfig, "members")
+_MESSAGE = _names(Message, "removed")
+_IDEM = _names(IdempotencyEntry)
+
+
+def _row(obj: Any, names: tuple[str, ...]) -> list[Any]:
+    return [getattr(obj, name) for name in names]
+
+
+def _pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def pack_registry(world: World) -> bytes:
+    """Keys, actors, aliases and idempotency entries, as of ``world.applied_seq``."""
+    return _pack(
+        {
+            "seq": world.applied_seq,
+            "keys": [_row(k, _KEY) for k in world.keys.values()],
+            "actors": [_row(a, _ACTOR) for a in world.actors.values()],
+            "actor_aliases": world.actor_aliases,
+            "idempotency": [
+                [key_id, idem, *_row(entry, _IDEM)]
+                for (key_id, idem), entry in world.idempotency.items()
+            ],
+        }
+    )
+
+
+def pack_channel(state: ChannelState) -> bytes:
+    """One channel, as of ``state.applied_seq``."""
+    config = state.config
+    return _pack(
+        {
+            "seq": state.applied_seq,
+            "config": _row(config, _CONFIG),
+            "members": [_row(m, _MEMBER) for m in config.members.values()],
+            "last_seq": state.last_seq,
+            "live": [_row(m, _MESSAGE) for m in state.iter_live()],
+            "history": [
+                [e.archived_at, e.reason, _row(e.message, _MESSAGE)] for e in state.history
+            ],
+            "recent_posts": list(state._recent_posts),
+        }
+    )
+
+
+def pack_snapshot(clock_us: int, registry: bytes, channels: list[bytes]) -> bytes:
+    return _pack({"format": FORMAT, "clock": clock_us, "registry": registry, "channels": channels})
+
+
+def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
+    """Rebuild a :class:`World` from :func:`pack_snapshot` bytes.
+
+    Returns the world and the clock reading stored at pack time.
+    Raises ValueError on an unknown format.
+    """
+    outer = _unpack(payload)
+    if outer.get("format") != FORMAT:
+        raise ValueError(f"unsupported snapshot format {outer.get('format')!r}")
+    world = World()
+    registry = _unpack(outer["registry"])
+    world.applied_seq = registry["seq"]
+    for row in registry["keys"]:
+        key = KeyRecord(*row)
+        world.keys[key.key_id] = key
+        if key.active:
+            world.active_labels[key.label] = key.key_id
+    for row in registry["actors"]:
+        actor = Actor(*row)
+        world.actors[actor.id] = actor
+        world.actors_by_name.setdefault((actor.owner_id, actor.name), []).append(actor.id)
+    world.actor_aliases = dict(registry["actor_aliases"])
+    for row in registry["idempotency"]:
+        world.idempotency[(row[0], row[1])] = IdempotencyEntry(*row[2:])
+    for part in outer["channels"]:
+        state = _load_channel(_unpack(part))
+        config = state.config
+        world.channels[config.id] = state
+        world.channels_by_name.setdefault((config.owner_id, config.name), []).append(config.id)
+        for alias in config.aliases:
+            world.channel_aliases[alias] = config.id
+    return world, int(outer["clock"])
+
+
+def _load_channel(part: dict[str, Any]) -> ChannelState:
+    config = ChannelConfig(*part["config"])
+    for row in part["members"]:
+        member = Member(*row)
+        config.members[member.key_id] = member
+    state = ChannelState(config)
+    state.applied_seq = part["seq"]
+    state.last_seq = part["last_seq"]
+    for row in part["live"]:
+        message = Message(*row)
+        state.live[message.id] = message
+        state._order.append(message)
+    for archived_at, reason, row in part["history"]:
+        message = Message(*row)
+        message.removed = True
+        entry = Archived(message, archived_at, reason)
+        state.history.append(entry)
+        state.archived[message.id] = entry
+    state.rebuild_indexes()
+    state._recent_posts = deque(part["recent_posts"])
+    return state
+
+
+def replay(world: World, records: list[tuple[int, Any]]) -> tuple[int, int]:
+    """Apply log records the snapshot does not cover, through the live ``apply``.
+
+    Returns ``(applied, newest timestamp seen)``.
+    """
+    applied = 0
+    newest = 0
+    for seq, body in records:
+        event: Event = from_wire(body)
+        channel_id = channel_of(event)
+        if channel_id is None:
+            covered = world.applied_seq
+        else:
+            channel = world.channels.get(channel_id)
+            if channel is None:
+                raise ValueError(f"log record {seq} names unknown channel {channel_id}")
+            covered = channel.applied_seq
+        if seq <= covered:
+            continue
+        world.apply(event, seq)
+        applied += 1
+        for name in ("at", "created_at"):
+            value = getattr(event, name, None)
+            if isinstance(value, int) and value > newest:
+                newest = value
+    return applied, newest

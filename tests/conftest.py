@@ -1,0 +1,131 @@
+"""Shared fixtures: a real server on a loopback port, and a small API client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from backchannel.config import Settings
+from backchannel.http.server import serve
+
+
+def test_settings(data_dir: Path, **changes: Any) -> Settings:
+    """Settings for tests: port 0, no limiter noise, no background heartbeat."""
+    base = Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=data_dir,
+        rate_limit=0,
+        key_mint_limit=0,
+        sandbox_heartbeat_seconds=0,
+        snapshot_interval_seconds=0,
+        graceful_timeout_seconds=1.0,
+    )
+    return base.replace(**changes)
+
+
+class Agent:
+    """An httpx client bound to one minted key."""
+
+    def __init__(self, http: httpx.AsyncClient, key: str, key_id: str, label: str) -> None:
+        self.http = http
+        self.key = key
+        self.key_id = key_id
+        self.label = label
+
+    def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        headers = {"X-API-Key": self.key}
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def get(self, path: str, **kw: Any) -> httpx.Response:
+        headers = self._headers(kw.pop("headers", None))
+        return await self.http.get(path, headers=headers, **kw)
+
+    async def post(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        headers = self._headers(kw.pop("headers", None))
+        return await self.http.post(
+            path, json=json if json is not None else {}, headers=headers, **kw
+        )
+
+    async def delete(self, path: str, **kw: Any) -> httpx.Response:
+        headers = self._headers(kw.pop("headers", None))
+        return await self.http.delete(path, headers=headers, **kw)
+
+    async def channel(
+        self, name: str = "jobs", mode: str = "claimable", **fields: Any
+    ) -> dict[str, Any]:
+        response = await self.post("/v1/channels", {"name": name, "mode": mode, **fields})
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def send(self, channel_id: str, content: str = "work", **fields: Any) -> dict[str, Any]:
+        response = await self.post(
+            f"/v1/channels/{channel_id}/messages", {"content": content, **fields}
+        )
+        assert response.status_code == 201, response.text
+        message: dict[str, Any] = response.json()["message"]
+        return message
+
+
+class Server:
+    """A running server plus a way to mint agents against it."""
+
+    def __init__(self, url: str, http: httpx.AsyncClient, settings: Settings) -> None:
+        self.url = url
+        self.http = http
+        self.settings = settings
+        self._count = 0
+
+    async def agent(self, label: str | None = None) -> Agent:
+        self._count += 1
+        label = label or f"agent-{self._count}"
+        response = await self.http.post("/v1/keys", json={"agent_label": label})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return Agent(self.http, body["key"], body["key_id"], label)
+
+
+class Running:
+    """A server started by :func:`start_server`; ``await stopped()`` shuts it down cleanly."""
+
+    def __init__(self, url: str, stop: trio.Event, done: trio.Event) -> None:
+        self.url = url
+        self._stop = stop
+        self._done = done
+
+    async def stopped(self) -> None:
+        self._stop.set()
+        with trio.fail_after(15):
+            await self._done.wait()
+
+
+async def start_server(nursery: trio.Nursery, settings: Settings) -> Running:
+    """Serve ``settings`` in ``nursery`` until :meth:`Running.stopped`."""
+    stop = trio.Event()
+    done = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await serve(settings, stop=stop, task_status=task_status)
+        finally:
+            done.set()
+
+    url: str = await nursery.start(run)
+    return Running(url, stop, done)
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Server]:
+    settings = test_settings(tmp_path / "data")
+    running = await start_server(nursery, settings)
+    async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+        yield Server(running.url, http, settings)
+    await running.stopped()
