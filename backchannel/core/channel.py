@@ -22,6 +22,10 @@ Rules
    takes a prefix of the live messages.
 3. A message has at most one holder. A lease that lapses returns the message
    to the pool at that instant; an ack by the holder ends the lease.
+4. While a :class:`Capture` is open, every mutation of a message that existed
+   when it opened first saves the message's row (copy-on-write), so the
+   capture reads the channel as it was at one instant, however many event
+   loop steps it takes.
 """
 
 from __future__ import annotations
@@ -47,7 +51,14 @@ from backchannel.core.events import (
     MessageRetracted,
     MessagesExpired,
 )
-from backchannel.core.records import CLAIMABLE, Archived, ChannelConfig, Message
+from backchannel.core.records import (
+    CLAIMABLE,
+    Archived,
+    ChannelConfig,
+    Member,
+    Message,
+    message_row,
+)
 from backchannel.core.schema import validate_metadata
 from backchannel.core.timefmt import US_PER_SECOND
 
@@ -72,6 +83,7 @@ class ChannelState:
         self._recent_posts: deque[int] = deque()
         self.trimmed: list[Message] = []  # dropped by max_messages; drained by the owner
         self.applied_seq = 0  # global journal seq of the last applied event
+        self._capture: Capture | None = None
 
     # -- reading ------------------------------------------------------------
 
@@ -317,7 +329,7 @@ class ChannelState:
             case MessagePosted():
                 self._apply_posted(event)
             case MessageClaimed():
-                message = self.live[event.message_id]
+                message = self._touch(event.message_id)
                 message.claimed_by_id = event.actor_id
                 message.claimed_by_name = event.actor_name
                 message.claimed_by_key_id = event.key_id
@@ -329,21 +341,21 @@ class ChannelState:
                         self._leases, (event.lease_expires_at, message.id, event.lease_token)
                     )
             case LeaseExtended():
-                message = self.live[event.message_id]
+                message = self._touch(event.message_id)
                 message.lease_expires_at = event.lease_expires_at
                 heapq.heappush(
                     self._leases, (event.lease_expires_at, message.id, event.lease_token)
                 )
             case LeaseExpired() | MessageReleased():
-                _clear_claim(self.live[event.message_id])
+                _clear_claim(self._touch(event.message_id))
             case MessageAcked():
-                message = self.live[event.message_id]
+                message = self._touch(event.message_id)
                 message.acks.append([event.actor_id, event.actor_name, event.at])
                 if event.ends_lease:
                     message.lease_token = None
                     message.lease_expires_at = None
             case MessageRetracted():
-                self._archive(self.live[event.message_id], event.at, "retracted")
+                self._archive(self._touch(event.message_id), event.at, "retracted")
             case MessagesExpired():
                 for message in list(self.iter_live()):
                     if message.seq > event.through_seq:
@@ -392,6 +404,7 @@ class ChannelState:
             self._oldest_archived_at = at
 
     def _drop(self, message: Message) -> None:
+        self._touch(message.id)
         del self.live[message.id]
         message.removed = True
         self._holes += 1
@@ -427,6 +440,28 @@ class ChannelState:
         heapq.heapify(self._leases)
         self._oldest_archived_at = min((e.archived_at for e in self.history), default=None)
 
+    # -- capture ------------------------------------------------------------
+
+    def begin_capture(self) -> Capture:
+        """Open a consistent view of this channel as of now (see rule 4)."""
+        if self._capture is not None:
+            raise RuntimeError("a capture is already open on this channel")
+        self._capture = Capture(self)
+        return self._capture
+
+    def end_capture(self) -> None:
+        self._capture = None
+
+    def _touch(self, message_id: str) -> Message:
+        """The live message about to change; saves its row for an open capture."""
+        message = self.live[message_id]
+        capture = self._capture
+        if capture is not None and message.seq <= capture.last_seq:
+            saved = capture.saved
+            if message_id not in saved:
+                saved[message_id] = message_row(message)
+        return message
+
     # -- helpers --------------------------------------------------------------
 
     def _first_live(self) -> Message | None:
@@ -455,6 +490,44 @@ class ChannelState:
         while recent and recent[0] <= since:
             recent.popleft()
         return len(recent)
+
+
+class Capture:
+    """A channel as it was when :meth:`ChannelState.begin_capture` ran.
+
+    Reading it with :meth:`rows` may be spread over many event-loop steps;
+    the owner applies events meanwhile, and copy-on-write keeps what this
+    capture returns fixed.
+    """
+
+    def __init__(self, state: ChannelState) -> None:
+        config = state.config
+        self.seq = state.applied_seq
+        self.last_seq = state.last_seq
+        self.config = config
+        self.config_values = {
+            name: getattr(config, name) for name in config.__dataclass_fields__ if name != "members"
+        }
+        self.config_values["aliases"] = list(config.aliases)
+        self.config_values["related_channels"] = list(config.related_channels)
+        self.members: list[Member] = list(config.members.values())
+        self.recent_posts = list(state._recent_posts)
+        self.messages: list[Message] = state._order[state._head :]
+        self.history: list[Archived] = list(state.history)
+        self.saved: dict[str, tuple[Any, ...]] = {}
+
+    def rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
+        """Rows of the live messages ``messages[start:stop]`` as of the capture."""
+        saved = self.saved
+        out: list[tuple[Any, ...]] = []
+        for message in self.messages[start:stop]:
+            row = saved.get(message.id)
+            if row is None:
+                if message.removed:
+                    continue  # gone before the capture opened
+                row = message_row(message)
+            out.append(row)
+        return out
 
 
 def _clear_claim(message: Message) -> None:

@@ -7,7 +7,8 @@ microseconds since the epoch (see :mod:`backchannel.core.timefmt`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 CLAIMABLE = "claimable"
@@ -106,6 +107,21 @@ class Message:
 
     def acked_by(self, actor_id: str) -> bool:
         return any(ack[0] == actor_id for ack in self.acks)
+
+
+MESSAGE_FIELDS = tuple(f.name for f in fields(Message) if f.name != "removed")
+_ACKS = MESSAGE_FIELDS.index("acks")
+_message_getter = operator.attrgetter(*MESSAGE_FIELDS)
+
+
+def message_row(message: Message) -> tuple[Any, ...]:
+    """The message's fields in ``MESSAGE_FIELDS`` order, detached from later changes.
+
+    Only ``acks`` is ever mutated in place after a post, so it alone is
+    copied (always: an empty list is appended to as well).
+    """
+    row: tuple[Any, ...] = _message_getter(message)
+    return (*row[:_ACKS], list(message.acks), *row[_ACKS + 1 :])
 
 
 @dataclass(slots=True)

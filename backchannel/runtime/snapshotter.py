@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -23,9 +24,16 @@ import trio
 from backchannel.runtime.hub import Hub
 from backchannel.storage import log as segment_log
 from backchannel.storage import snapshot as snapshot_files
-from backchannel.storage.state import pack_channel, pack_registry, pack_snapshot
+from backchannel.storage.state import (
+    history_rows,
+    pack_channel_part,
+    pack_registry,
+    pack_rows,
+    pack_snapshot,
+)
 
 log = logging.getLogger(__name__)
+CHUNK_ROWS = 2_000  # rows packed per event-loop step: a few ms, never a stall
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +59,24 @@ async def take_snapshot(hub: Hub, directory: Path) -> SnapshotReport:
     parts: list[bytes] = []
     messages = 0
     for state in channels:
-        await trio.lowlevel.checkpoint()
-        step_started = time.perf_counter()
-        parts.append(pack_channel(state))
-        messages += len(state.live)
-        longest = max(longest, time.perf_counter() - step_started)
+        capture = state.begin_capture()
+        try:
+            live: list[bytes] = []
+            history: list[bytes] = []
+            for rows_of, total, out in (
+                (capture.rows, len(capture.messages), live),
+                (partial(history_rows, capture), len(capture.history), history),
+            ):
+                for start in range(0, total, CHUNK_ROWS):
+                    await trio.lowlevel.checkpoint()
+                    step_started = time.perf_counter()
+                    out.append(pack_rows(rows_of(start, start + CHUNK_ROWS)))
+                    longest = max(longest, time.perf_counter() - step_started)
+            await trio.lowlevel.checkpoint()
+            parts.append(pack_channel_part(capture, live, history))
+            messages += len(capture.messages)
+        finally:
+            state.end_capture()
     payload = pack_snapshot(hub.clock.now(), registry, parts)
     path = await trio.to_thread.run_sync(snapshot_files.write_snapshot, directory, covered, payload)
     await trio.to_thread.run_sync(_prune, directory, covered)

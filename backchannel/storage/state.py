@@ -6,12 +6,15 @@ Layout (msgpack map)::
      "registry": <bin: packed registry part>,
      "channels": [<bin: packed channel part>, ...]}
 
-Each part is packed on its own, in one synchronous step, and records the
-journal seq it covers (``applied_seq``). The snapshotter packs the registry
-first, then the channels one by one, yielding to the event loop in between,
-so a part may cover more than the snapshot's header seq; replay skips, per
-part, every record the part already holds. Records are stored as lists in
-field order (positional), which keeps the payload small and the packing fast.
+Each part records the journal seq it covers. The registry is packed in one
+synchronous step; a channel is read through a copy-on-write
+:class:`~backchannel.core.channel.Capture`, in chunks of rows packed on
+their own (``live`` and ``history`` are lists of packed chunks), so the
+snapshotter can yield to the event loop between chunks and a big channel
+never stalls requests. A part may therefore cover more than the snapshot's
+header seq; replay skips, per part, every record the part already holds.
+Records are stored as lists in field order (positional), which keeps the
+payload small and the packing fast.
 Raw API keys are never stored, only their SHA-256 hashes.
 """
 
@@ -23,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from backchannel.core.channel import ChannelState
+from backchannel.core.channel import Capture, ChannelState
 from backchannel.core.events import Event, channel_of, from_wire
 from backchannel.core.records import (
     Actor,
@@ -33,6 +36,7 @@ from backchannel.core.records import (
     KeyRecord,
     Member,
     Message,
+    message_row,
 )
 from backchannel.core.world import World
 
@@ -47,7 +51,6 @@ _KEY = _names(KeyRecord)
 _ACTOR = _names(Actor)
 _MEMBER = _names(Member)
 _CONFIG = _names(ChannelConfig, "members")
-_MESSAGE = _names(Message, "removed")
 _IDEM = _names(IdempotencyEntry)
 
 
@@ -80,22 +83,40 @@ def pack_registry(world: World) -> bytes:
     )
 
 
-def pack_channel(state: ChannelState) -> bytes:
-    """One channel, as of ``state.applied_seq``."""
-    config = state.config
+def pack_rows(rows: list[Any]) -> bytes:
+    """One chunk of rows (live message rows or archived rows)."""
+    return _pack(rows)
+
+
+def history_rows(capture: Capture, start: int, stop: int) -> list[list[Any]]:
+    """Archived entries ``[archived_at, reason, message row]`` of a capture."""
+    return [[e.archived_at, e.reason, message_row(e.message)] for e in capture.history[start:stop]]
+
+
+def pack_channel_part(capture: Capture, live: list[bytes], history: list[bytes]) -> bytes:
+    """A channel part from its capture and its packed row chunks."""
     return _pack(
         {
-            "seq": state.applied_seq,
-            "config": _row(config, _CONFIG),
-            "members": [_row(m, _MEMBER) for m in config.members.values()],
-            "last_seq": state.last_seq,
-            "live": [_row(m, _MESSAGE) for m in state.iter_live()],
-            "history": [
-                [e.archived_at, e.reason, _row(e.message, _MESSAGE)] for e in state.history
-            ],
-            "recent_posts": list(state._recent_posts),
+            "seq": capture.seq,
+            "config": [capture.config_values[name] for name in _CONFIG],
+            "members": [_row(m, _MEMBER) for m in capture.members],
+            "last_seq": capture.last_seq,
+            "live": live,
+            "history": history,
+            "recent_posts": capture.recent_posts,
         }
     )
+
+
+def pack_channel(state: ChannelState) -> bytes:
+    """One channel in one synchronous step (tests and small channels)."""
+    capture = state.begin_capture()
+    try:
+        live = [pack_rows(capture.rows(0, len(capture.messages)))]
+        history = [pack_rows(history_rows(capture, 0, len(capture.history)))]
+        return pack_channel_part(capture, live, history)
+    finally:
+        state.end_capture()
 
 
 def pack_snapshot(clock_us: int, registry: bytes, channels: list[bytes]) -> bytes:
@@ -144,16 +165,20 @@ def _load_channel(part: dict[str, Any]) -> ChannelState:
     state = ChannelState(config)
     state.applied_seq = part["seq"]
     state.last_seq = part["last_seq"]
-    for row in part["live"]:
-        message = Message(*row)
-        state.live[message.id] = message
-        state._order.append(message)
-    for archived_at, reason, row in part["history"]:
-        message = Message(*row)
-        message.removed = True
-        entry = Archived(message, archived_at, reason)
-        state.history.append(entry)
-        state.archived[message.id] = entry
+    live = state.live
+    order = state._order
+    for chunk in part["live"]:
+        for row in _unpack(chunk):
+            message = Message(*row)
+            live[message.id] = message
+            order.append(message)
+    for chunk in part["history"]:
+        for archived_at, reason, row in _unpack(chunk):
+            message = Message(*row)
+            message.removed = True
+            entry = Archived(message, archived_at, reason)
+            state.history.append(entry)
+            state.archived[message.id] = entry
     state.rebuild_indexes()
     state._recent_posts = deque(part["recent_posts"])
     return state
