@@ -70,7 +70,7 @@ def _pack_capture(state: ChannelState, capture: Any) -> bytes:
 
 
 def test_capture_ignores_every_change_made_while_it_is_open() -> None:
-    world, key, state = _world()
+    _w, key, state = _world()
     ids = _post(state, key, 6, T0)
     state.apply(state.decide_retract(state.live[ids[0]], key.key_id, T0 + 10))
     before = pack_channel(state)
@@ -95,7 +95,7 @@ def test_capture_ignores_every_change_made_while_it_is_open() -> None:
 
 
 def test_trimmed_messages_stay_in_an_open_capture() -> None:
-    world, key, state = _world(max_messages=3)
+    _w, key, state = _world(max_messages=3)
     _post(state, key, 3, T0)
     before = pack_channel(state)
     capture = state.begin_capture()
