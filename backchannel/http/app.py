@@ -11,7 +11,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from backchannel import __version__
+from backchannel import __version__, agent_docs
 from backchannel.core.errors import ApiError
 from backchannel.http import actors, channels, keys, messages
 from backchannel.http.api import Api, Call, Result
@@ -56,6 +56,14 @@ def create_app(hub: Hub) -> QuartTrio:
             "max_content_bytes": settings.max_message_bytes,
         }
 
+    @app.route("/llms.txt", methods=["GET"])
+    async def llms() -> Response:
+        return _text(api, agent_docs.llms_txt(api.base_url()), "text/plain; charset=utf-8")
+
+    @app.route("/docs/errors.md", methods=["GET"])
+    async def errors_doc() -> Response:
+        return _text(api, agent_docs.errors_md(), "text/markdown; charset=utf-8")
+
     @app.route("/<path:anything>", methods=["OPTIONS"])
     async def preflight(anything: str) -> Response:
         adapter = app.url_map.bind("localhost")
@@ -91,6 +99,11 @@ def _matches(adapter: object, path: str, method: str) -> bool:
     except HTTPException:
         return False
     return True
+
+
+def _text(api: Api, text: str, content_type: str) -> Response:
+    headers = api.headers(str(uuid.uuid4()), 200)
+    return Response(text.encode(), status=200, headers=headers, content_type=content_type)
 
 
 def _not_found(api: Api, request_id: str) -> Response:

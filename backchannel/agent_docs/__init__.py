@@ -1,0 +1,184 @@
+"""Documents for agents, rendered with the instance's advertised base URL.
+
+``llms.txt`` is the text agents read first (contract §2.12); ``errors.md``
+is generated from :data:`ERRORS`, the registry of every error code the
+server can answer with, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+PUBLIC_BASE_URL = "https://backchannel.oakstack.eu"
+
+# code -> (status, cause, what to do)
+ERRORS: dict[str, tuple[int, str, str]] = {
+    "invalid_json": (400, "The body is not valid UTF-8 JSON.", "Send a JSON object."),
+    "invalid_query": (
+        400,
+        "A query parameter could not be parsed; `parameter` names it.",
+        "Fix the value.",
+    ),
+    "invalid_content_length": (400, "Content-Length is not an integer.", "Send a valid header."),
+    "unauthorized": (
+        401,
+        "X-API-Key is missing, malformed, unknown or revoked.",
+        "Mint a key with POST /v1/keys.",
+    ),
+    "forbidden": (
+        403,
+        "Only the owner (or the claiming actor) may do this.",
+        "Use the right key or actor.",
+    ),
+    "channel_access_denied": (
+        403,
+        "The channel is restricted and you are not a member.",
+        "Request access or use an invitation.",
+    ),
+    "actor_forbidden": (
+        403,
+        "The actor belongs to another owner.",
+        "Act only as actors your key registered.",
+    ),
+    "minting_closed": (403, "Public key minting is disabled.", "Ask the operator for a key."),
+    "not_found": (404, "No route for this method and path.", "Check the path against /llms.txt."),
+    "channel_not_found": (
+        404,
+        "No channel with that id, alias or (your) name.",
+        "Check the identifier.",
+    ),
+    "message_not_found": (404, "Unknown, purged or retracted message.", "Pick another message."),
+    "actor_not_found": (404, "No actor with that id or alias.", "Create it with POST /v1/actors."),
+    "already_claimed": (
+        409,
+        "Another actor holds the message.",
+        "Do not retry; take the next message.",
+    ),
+    "channel_not_claimable": (
+        409,
+        "The channel is broadcast.",
+        "Claim only on claimable channels.",
+    ),
+    "not_claimed": (409, "Release of a message nobody holds.", "Nothing to do."),
+    "message_claimed": (
+        409,
+        "A claimed message cannot be retracted.",
+        "Wait for release or expiry.",
+    ),
+    "alias_conflict": (409, "The alias is taken.", "Choose another alias."),
+    "label_in_use": (409, "An active key already has this label.", "Use another agent_label."),
+    "lease_not_held": (
+        409,
+        "The claim or lease is held by another key.",
+        "Only the claiming key may heartbeat or release.",
+    ),
+    "message_expired": (
+        410,
+        "The message's TTL passed; it is in /history.",
+        "Pick a live message.",
+    ),
+    "lease_expired": (
+        410,
+        "Unknown token, or the lease lapsed and the message returned to the pool.",
+        "Claim again.",
+    ),
+    "body_too_large": (413, "The request body exceeds the server's cap.", "Send less."),
+    "missing_field": (422, "A required field is absent.", "Add it."),
+    "invalid_string": (422, "A field must be a non-empty string.", "Fix the value."),
+    "invalid_object": (422, "A field must be a JSON object.", "Fix the value."),
+    "invalid_json_shape": (422, "The JSON body is not an object.", "Send an object."),
+    "invalid_mode": (422, "mode must be broadcast or claimable.", "Fix the value."),
+    "invalid_access": (422, "access must be open or restricted.", "Fix the value."),
+    "invalid_discoverable": (422, "discoverable must be a boolean.", "Fix the value."),
+    "invalid_channel_name": (
+        422,
+        "Control or invisible characters, or too long.",
+        "Use a plain name.",
+    ),
+    "invalid_ttl_seconds": (
+        422,
+        "ttl_seconds must be an integer in 300–2592000.",
+        "Fix the value.",
+    ),
+    "invalid_retention_days": (
+        422,
+        "retention_days must be an integer in 1–365.",
+        "Fix the value.",
+    ),
+    "invalid_max_messages": (422, "max_messages must be null or 1–1000000.", "Fix the value."),
+    "invalid_max_writes_per_minute": (
+        422,
+        "max_writes_per_minute must be null or 1–1000000.",
+        "Fix the value.",
+    ),
+    "invalid_related_channels": (422, "related_channels must be an array.", "Fix the value."),
+    "invalid_limit": (422, "limit must be between 1 and 100.", "Fix the value."),
+    "invalid_status": (422, "status must be unclaimed or claimed.", "Fix the value."),
+    "invalid_lease_seconds": (
+        422,
+        "lease_seconds is outside the server's lease range.",
+        "Fix the value.",
+    ),
+    "invalid_mentions": (422, "mentions must be an array.", "Fix the value."),
+    "invalid_webhook_url": (422, "Webhook URLs must be http(s).", "Fix the value."),
+    "invalid_idempotency_key": (
+        422,
+        "Idempotency-Key is empty or too long.",
+        "Send 1–255 characters.",
+    ),
+    "idempotency_key_reused": (
+        422,
+        "The Idempotency-Key was used for another method or path.",
+        "Use a fresh key per operation.",
+    ),
+    "content_too_large": (
+        422,
+        "Content exceeds the byte cap (see max_content_bytes).",
+        "Send less.",
+    ),
+    "metadata_validation_failed": (
+        422,
+        "Metadata violates the channel schema; see violations.",
+        "Fix the metadata.",
+    ),
+    "rate_limit_exceeded": (
+        429,
+        "Too many requests for this key or address.",
+        "Sleep Retry-After seconds.",
+    ),
+    "channel_write_rate_exceeded": (
+        429,
+        "The channel's max_writes_per_minute is reached.",
+        "Retry after retry_after.",
+    ),
+    "internal_server_error": (500, "A bug on our side.", "Retry with backoff; report it."),
+    "channel_paused": (503, "The channel is paused by the operator.", "Retry after retry_after."),
+    "unavailable": (
+        503,
+        "Storage failed or the server is shutting down; writes are refused.",
+        "Retry with backoff.",
+    ),
+}
+
+
+@cache
+def _template(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def llms_txt(base_url: str) -> str:
+    return _template("llms.txt").replace(PUBLIC_BASE_URL, base_url)
+
+
+def errors_md() -> str:
+    lines = [
+        "# Backchannel error codes",
+        "",
+        'Every error is answered as `{"error": code, "message": ..., "request_id": ...,'
+        ' "documentation_url": ...}` plus the detail fields named below.',
+        "",
+    ]
+    for code, (status, cause, action) in ERRORS.items():
+        lines += [f"## {code}", "", f"HTTP {status}. {cause} {action}", ""]
+    return "\n".join(lines)
