@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -82,6 +82,7 @@ class ChannelState:
         self._leases: list[tuple[int, str, str]] = []  # heap of (expires, message id, token)
         self._recent_posts: deque[int] = deque()
         self.trimmed: list[Message] = []  # dropped by max_messages; drained by the owner
+        self._unclaimed: list[Message] = []  # live and unheld, in seq order (work queue)
         self.applied_seq = 0  # global journal seq of the last applied event
         self._capture: Capture | None = None
 
@@ -96,6 +97,15 @@ class ChannelState:
             if not message.removed:
                 yield message
 
+    def live_through(self, seq: int) -> list[Message]:
+        """Live messages with ``seq <= seq``, oldest first (a TTL-expiry prefix)."""
+        out: list[Message] = []
+        for message in self.iter_live():
+            if message.seq > seq:
+                break
+            out.append(message)
+        return out
+
     def first_seq_after_time(self, at: int) -> int:
         """The ``seq`` cursor equivalent to "created strictly after ``at``"."""
         order = self._order
@@ -109,11 +119,23 @@ class ChannelState:
         status: str | None = None,
         expiring_before: int | None = None,
     ) -> list[Message]:
-        """Up to ``limit`` live messages after ``after_seq`` matching the filters."""
+        """Up to ``limit`` live messages after ``after_seq`` matching the filters.
+
+        ``status="unclaimed"`` reads the unclaimed index, so finding work costs
+        the same however many held or acknowledged messages precede it.
+        """
         out: list[Message] = []
+        if status == "unclaimed":
+            pool = self._unclaimed
+            for index in range(bisect_right(pool, after_seq, key=_seq_of), len(pool)):
+                message = pool[index]
+                if expiring_before is not None and message.expires_at >= expiring_before:
+                    continue
+                out.append(message)
+                if len(out) >= limit:
+                    break
+            return out
         for message in self.iter_live(after_seq):
-            if status == "unclaimed" and message.claimed_by_id is not None:
-                continue
             if status == "claimed" and message.claimed_by_id is None:
                 continue
             if expiring_before is not None and message.expires_at >= expiring_before:
@@ -163,7 +185,9 @@ class ChannelState:
             through = message.seq
         if through:
             events.append(MessagesExpired(cid, through, now))
-        for expires, message_id, token in sorted(self._leases):
+        top = self._top_lease()
+        leases = sorted(self._leases) if top is not None and top <= now else []
+        for expires, message_id, token in leases:
             if expires > now:
                 break
             held = self.live.get(message_id)
@@ -330,6 +354,8 @@ class ChannelState:
                 self._apply_posted(event)
             case MessageClaimed():
                 message = self._touch(event.message_id)
+                if message.claimed_by_id is None:
+                    self._leave_pool(message)
                 message.claimed_by_id = event.actor_id
                 message.claimed_by_name = event.actor_name
                 message.claimed_by_key_id = event.key_id
@@ -347,7 +373,9 @@ class ChannelState:
                     self._leases, (event.lease_expires_at, message.id, event.lease_token)
                 )
             case LeaseExpired() | MessageReleased():
-                _clear_claim(self._touch(event.message_id))
+                message = self._touch(event.message_id)
+                _clear_claim(message)
+                insort(self._unclaimed, message, key=_seq_of)
             case MessageAcked():
                 message = self._touch(event.message_id)
                 message.acks.append([event.actor_id, event.actor_name, event.at])
@@ -357,9 +385,7 @@ class ChannelState:
             case MessageRetracted():
                 self._archive(self._touch(event.message_id), event.at, "retracted")
             case MessagesExpired():
-                for message in list(self.iter_live()):
-                    if message.seq > event.through_seq:
-                        break
+                for message in self.live_through(event.through_seq):
                     self._archive(message, event.at, "expired")
             case HistoryPurged():
                 self._purge_history(event.before)
@@ -381,6 +407,7 @@ class ChannelState:
         )
         self.live[message.id] = message
         self._order.append(message)
+        self._unclaimed.append(message)
         if self.config.max_writes_per_minute is not None:
             self._recent_posts.append(event.created_at)
         cap = self.config.max_messages
@@ -405,6 +432,8 @@ class ChannelState:
 
     def _drop(self, message: Message) -> None:
         self._touch(message.id)
+        if message.claimed_by_id is None:
+            self._leave_pool(message)
         del self.live[message.id]
         message.removed = True
         self._holes += 1
@@ -430,8 +459,17 @@ class ChannelState:
         self.history = keep
         self._oldest_archived_at = min((e.archived_at for e in keep), default=None)
 
+    def _leave_pool(self, message: Message) -> None:
+        pool = self._unclaimed
+        index = bisect_left(pool, message.seq, key=_seq_of)
+        if index < len(pool) and pool[index] is message:
+            del pool[index]
+
     def rebuild_indexes(self) -> None:
         """Recompute derived structures after records were loaded directly."""
+        self._unclaimed = [
+            m for m in self._order[self._head :] if not m.removed and m.claimed_by_id is None
+        ]
         self._leases = [
             (m.lease_expires_at, m.id, m.lease_token)
             for m in self.live.values()

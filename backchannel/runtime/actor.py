@@ -148,7 +148,9 @@ class ChannelActor:
             hub.forget_archived(self.state, event.before)
         touched = self.state.live.get(getattr(event, "message_id", ""))
         token = touched.lease_token if touched is not None else None
-        expired = list(self.state.iter_live()) if isinstance(event, MessagesExpired) else ()
+        expired = (
+            self.state.live_through(event.through_seq) if isinstance(event, MessagesExpired) else ()
+        )
         self.state.apply(event, seq)
         if isinstance(event, MessagePosted):
             hub.message_index[event.message_id] = self
