@@ -85,6 +85,7 @@ class ChannelState:
         self._unclaimed: list[Message] = []  # live and unheld, in seq order (work queue)
         self.applied_seq = 0  # global journal seq of the last applied event
         self._capture: Capture | None = None
+        self.version = 0  # bumped by every apply: caches of derived views key on it
 
     # -- reading ------------------------------------------------------------
 
@@ -349,6 +350,7 @@ class ChannelState:
         """Change the state by one event. ``seq`` is its global journal seq."""
         if seq:
             self.applied_seq = seq
+        self.version += 1
         match event:
             case MessagePosted():
                 self._apply_posted(event)

@@ -49,7 +49,24 @@ _CSP = (
 _LINK = '</openapi.json>; rel="service-desc", </.well-known/ai-manifest.json>; rel="ai-manifest"'
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes, the form of every response body."""
+    return _dumps(value).encode()
+
+
 Result = tuple[int, Any] | tuple[int, Any, dict[str, str]]
+
+
+class RawJSON:
+    """A payload that is already serialized JSON (shared by many responses)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 Route = Callable[..., Awaitable[Result]]
 
 
@@ -162,7 +179,10 @@ class Api:
     def json_response(
         self, request_id: str, status: int, payload: Any, extra: dict[str, str] | None = None
     ) -> Response:
-        body = b"" if status == 204 else _dumps(payload).encode()
+        if isinstance(payload, RawJSON):
+            body = payload.data
+        else:
+            body = b"" if status == 204 else _dumps(payload).encode()
         headers = self.headers(request_id, status)
         if extra:
             headers.update(extra)

@@ -20,7 +20,7 @@ from backchannel.core.errors import ApiError
 from backchannel.core.records import Message
 from backchannel.core.timefmt import US_PER_SECOND, format_ts, parse_ts
 from backchannel.http import fields
-from backchannel.http.api import Api, Call, Result
+from backchannel.http.api import Api, Call, RawJSON, Result, dumps
 from backchannel.http.views import (
     HISTORY_CURSOR,
     MESSAGE_CURSOR,
@@ -51,9 +51,37 @@ def _seq_cursor(raw: str | None, prefix: str) -> int | None:
     return None
 
 
+class PageBodies:
+    """Serialized ``data`` arrays of message pages, per channel state version.
+
+    When one post wakes thousands of waiters on the same cursor, the page is
+    serialized once and every waiter answers with the same bytes. Entries
+    die with the version they were built from (any change to the channel
+    bumps it), so a body is never stale.
+    """
+
+    def __init__(self, per_channel: int = 64) -> None:
+        self._per_channel = per_channel
+        self._entries: dict[str, tuple[int, dict[Any, bytes]]] = {}
+
+    def get(self, channel_id: str, version: int, key: Any) -> bytes | None:
+        entry = self._entries.get(channel_id)
+        if entry is None or entry[0] != version:
+            return None
+        return entry[1].get(key)
+
+    def put(self, channel_id: str, version: int, key: Any, body: bytes) -> None:
+        entry = self._entries.get(channel_id)
+        if entry is None or entry[0] != version:
+            entry = self._entries[channel_id] = (version, {})
+        if len(entry[1]) < self._per_channel:
+            entry[1][key] = body
+
+
 def register(app: QuartTrio, api: Api) -> None:
     hub = api.hub
     settings = api.settings
+    bodies = PageBodies()
 
     def lease_us(body: dict[str, Any]) -> int:
         low, high = settings.lease_min_seconds, settings.lease_max_seconds
@@ -106,9 +134,10 @@ def register(app: QuartTrio, api: Api) -> None:
             after = await actor.call(actor.cmd_seq_after_time, at) if at is not None else 0
         deadline = trio.current_time() + wait
         while True:
-            page, changed, _ = await actor.call(
-                actor.cmd_page, after, limit, status, expiring_before
-            )
+            read = actor.read_page(after, limit, status, expiring_before)
+            if read is None:
+                read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
+            page, changed, version = read
             if page or hub.closing or trio.current_time() >= deadline:
                 break
             if hub.parked >= settings.longpoll_max_waiters:
@@ -121,13 +150,18 @@ def register(app: QuartTrio, api: Api) -> None:
             finally:
                 hub.parked -= 1
                 actor.waiters -= 1
-        now = hub.clock.now()
-        data = [message_view(m, actor.channel_id, now) for m in page]
+        key = (after, limit, status, expiring_before)
+        data = bodies.get(actor.channel_id, version, key)
+        if data is None:
+            now = hub.clock.now()
+            data = dumps([message_view(m, actor.channel_id, now) for m in page])
+            bodies.put(actor.channel_id, version, key, data)
         next_cursor = message_cursor(page[-1].seq) if page else raw
+        body = b'{"data":%b,"limit":%d,"next_cursor":%b}' % (data, limit, dumps(next_cursor))
         headers = (
             {"Deprecation": "true", "Sunset": "2027-01-01"} if cursor is None and since else {}
         )
-        return 200, {"data": data, "limit": limit, "next_cursor": next_cursor}, headers
+        return 200, RawJSON(body), headers
 
     @app.route("/v1/channels/<identifier>/history", methods=["GET"])
     @api.endpoint()

@@ -226,7 +226,28 @@ class ChannelActor:
         self, after_seq: int, limit: int, status: str | None, expiring_before: int | None
     ) -> tuple[tuple[list[Message], trio.Event, int], int]:
         page = self.state.page(after_seq, limit, status, expiring_before)
-        return (page, self._changed, self.state.last_seq), 0
+        return (page, self._changed, self.state.version), 0
+
+    def read_page(
+        self, after_seq: int, limit: int, status: str | None, expiring_before: int | None
+    ) -> tuple[list[Message], trio.Event, int] | None:
+        """Serve a page in the caller's task, or None if the actor must serve it.
+
+        A read changes nothing, and it runs in one synchronous step between
+        the actor's (equally synchronous) commands, so it sees one
+        consistent state without a round trip through the inbox. When a
+        deadline is due the answer is None: the caller uses :meth:`cmd_page`
+        so the actor applies the expiry first (an expired lease shows as
+        unclaimed on the very next read).
+        """
+        deadline = self.state.next_deadline()
+        if deadline is not None and deadline <= self.hub.clock.now():
+            return None
+        return (
+            self.state.page(after_seq, limit, status, expiring_before),
+            self._changed,
+            self.state.version,
+        )
 
     def cmd_seq_after_time(self, at: int) -> tuple[int, int]:
         return self.state.first_seq_after_time(at), 0
