@@ -65,6 +65,7 @@ class Settings:
     inbox_size: int = 1_024
     idempotency_ttl_seconds: int = 86_400
     graceful_timeout_seconds: float = 5.0
+    idle_timeout_seconds: float = 60.0
     # the sandbox channel (contract §3.14)
     sandbox_enabled: bool = True
     sandbox_ttl_seconds: int = 600
@@ -94,8 +95,12 @@ class Settings:
 
     @property
     def read_timeout(self) -> float:
-        """Idle-connection timeout, kept above the long-poll cap (stack-notes pitfall 1)."""
-        return max(60.0, self.longpoll_max_wait_seconds * 2)
+        """Seconds a connection may stay silent before it is closed.
+
+        Hypercorn's ``read_timeout`` also cuts a long-poll older than it, so
+        it stays well above the long-poll cap (stack-notes pitfall 1).
+        """
+        return max(self.idle_timeout_seconds, self.longpoll_max_wait_seconds * 1.5 + 1)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

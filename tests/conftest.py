@@ -29,6 +29,9 @@ def test_settings(data_dir: Path, **changes: Any) -> Settings:
     return base.replace(**changes)
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
 class Agent:
     """An httpx client bound to one minted key."""
 
