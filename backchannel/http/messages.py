@@ -1,10 +1,10 @@
 """Routes for messages: post, list / long-poll, history, claim, lease, ack (§2.6).
 
 Long-poll (contract §0.2): a reader whose page is empty parks on its
-channel actor's current *generation* event, which the actor sets right
-after it applies a post. The event is captured in the same actor step that
-computed the empty page, so no wake-up can fall between the check and the
-wait. Cancellation (client gone, ``wait`` elapsed) leaves nothing behind:
+channel actor, which wakes its parked readers (a slice at a time) right
+after it applies a post. Before parking, the reader checks that the
+channel's state version is still the one its empty page was read at, with
+no ``await`` between that check and the park, so no wake-up can be lost. Cancellation (client gone, ``wait`` elapsed) leaves nothing behind:
 the only trace of a waiter is two counters, restored in ``finally``.
 """
 
@@ -137,16 +137,18 @@ def register(app: QuartTrio, api: Api) -> None:
             read = actor.read_page(after, limit, status, expiring_before)
             if read is None:
                 read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
-            page, changed, version = read
+            page, _changed, version = read
             if page or hub.closing or trio.current_time() >= deadline:
                 break
             if hub.parked >= settings.longpoll_max_waiters:
                 break  # waiter cap: answer at once with the normal page
+            if actor.state.version != version:
+                continue  # changed while the actor was answering: read again
             hub.parked += 1
             actor.waiters += 1
             try:
                 with trio.move_on_at(deadline):
-                    await changed.wait()
+                    await actor.park()
             finally:
                 hub.parked -= 1
                 actor.waiters -= 1

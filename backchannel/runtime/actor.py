@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import outcome
 import trio
+import trio.lowlevel
 
 from backchannel.core.channel import ChannelState
 from backchannel.core.errors import ApiError
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+WAKE_SLICE = 500  # waiters woken per step of a fan-out
+SLICE_SWEEPS = 8  # run-queue sweeps a slice gets to answer before the next one wakes
 Command = tuple[Callable[..., tuple[Any, int]], tuple[Any, ...], trio.MemorySendChannel[Any]]
 
 
@@ -78,6 +81,9 @@ class ChannelActor:
         self.channel_id = state.config.id
         self._send, self._receive = trio.open_memory_channel[Command](hub.settings.inbox_size)
         self._changed = trio.Event()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._wake_pending = False
+        self._waking = False
         self.waiters = 0
 
     # -- the loop -------------------------------------------------------------
@@ -168,12 +174,53 @@ class ChannelActor:
         if isinstance(event, MessagePosted | MessageReleased | LeaseExpired):
             self._changed.set()
             self._changed = trio.Event()
+            self._notify_waiters()
         return seq
+
+    # -- long-poll waiters ------------------------------------------------------
+
+    async def park(self) -> None:
+        """Wait for the next change that may make new messages visible.
+
+        Cancellation-safe: a cancelled waiter leaves the lot at once. The
+        caller must have checked, with no ``await`` in between, that
+        ``state.version`` is still the one its empty page was read at.
+        """
+        await self._lot.park()
+
+    def _notify_waiters(self) -> None:
+        self._wake_pending = True
+        if not self._waking and self._lot:
+            self._waking = True
+            self.hub.spawn(self._wake_in_slices)
+
+    async def _wake_in_slices(self) -> None:
+        """Unpark everyone who was parked, ``WAKE_SLICE`` at a time.
+
+        All at once, thousands of woken handlers fill trio's run queue and
+        every response waits for every other (each send path checkpoints
+        several times, and each checkpoint is a sweep of the whole queue).
+        A slice at a time, each slice is answered within milliseconds and
+        the writer's own answer is not stuck behind the whole fan-out.
+        """
+        try:
+            while self._wake_pending:
+                self._wake_pending = False
+                remaining = len(self._lot)
+                while remaining > 0:
+                    woken = len(self._lot.unpark(count=min(WAKE_SLICE, remaining)))
+                    remaining -= WAKE_SLICE
+                    if remaining > 0 and woken:
+                        for _ in range(SLICE_SWEEPS):
+                            await trio.lowlevel.checkpoint()
+        finally:
+            self._waking = False
 
     def wake_all(self) -> None:
         """Wake every parked long-poll waiter (used at shutdown)."""
         self._changed.set()
         self._changed = trio.Event()
+        self._lot.unpark_all()
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(

@@ -94,6 +94,11 @@ class Hub:
                     nursery.start_soon(self._sandbox_heartbeat)
             task_status.started()
 
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """Run a background task in the hub's nursery (actors' helpers)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)
+
     def close(self) -> None:
         """Wake every waiter and let every actor finish its queued commands."""
         self.closing = True
