@@ -4,8 +4,10 @@ Long-poll (contract §0.2): a reader whose page is empty parks on its
 channel actor, which wakes its parked readers (a slice at a time) right
 after it applies a post. Before parking, the reader checks that the
 channel's state version is still the one its empty page was read at, with
-no ``await`` between that check and the park, so no wake-up can be lost. Cancellation (client gone, ``wait`` elapsed) leaves nothing behind:
-the only trace of a waiter is two counters, restored in ``finally``.
+no ``await`` between that check and the park, so no wake-up can be lost.
+Cancellation (client gone, ``wait`` elapsed) leaves nothing behind: the
+parking lot drops a cancelled waiter, and its two counters are restored in
+``finally``.
 """
 
 from __future__ import annotations
