@@ -43,6 +43,7 @@ from backchannel.core.events import (
 )
 from backchannel.core.records import Archived, KeyRecord, Message
 from backchannel.runtime.durable import settle
+from backchannel.runtime.journal import JournalFailed
 
 if TYPE_CHECKING:
     from backchannel.runtime.hub import Hub
@@ -132,7 +133,7 @@ class ChannelActor:
         fn, args, reply = command
         try:
             result: outcome.Outcome[Any] = outcome.Value(fn(*args))
-        except ApiError as exc:
+        except (ApiError, JournalFailed) as exc:
             result = outcome.Error(exc)
         except Exception as exc:
             log.exception("command %s failed in channel %s", fn.__name__, self.channel_id)

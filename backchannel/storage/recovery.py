@@ -140,7 +140,10 @@ def recover(directory: Path, *, allow_truncate: bool = False) -> RecoveredLog:
         try:
             snap_seq, payload = load_snapshot(candidate)
         except CorruptSnapshot as exc:
-            warnings.append(f"skipped {exc}")
+            # quarantined, so pruning can never keep it as one of the last two
+            quarantine = candidate.with_name(candidate.name + ".corrupt")
+            candidate.rename(quarantine)
+            warnings.append(f"skipped {exc}; kept as {quarantine.name}")
             continue
         snapshot_path = candidate
         break

@@ -12,7 +12,7 @@ import pytest
 from backchannel.storage.framing import SEGMENT_HEADER_SIZE, encode_frame
 from backchannel.storage.log import LogWriter, list_segments, read_segment, segment_name
 from backchannel.storage.recovery import CorruptLog, recover
-from backchannel.storage.snapshot import snapshot_name, write_snapshot
+from backchannel.storage.snapshot import list_snapshots, snapshot_name, write_snapshot
 
 
 def _records(first: int, last: int) -> list[tuple[int, Any]]:
@@ -91,6 +91,10 @@ def test_corrupt_newest_snapshot_falls_back_with_warning(tmp_path: Path) -> None
     assert len(result.warnings) == 1
     assert newest.name in result.warnings[0]
     assert "CRC" in result.warnings[0]
+    # quarantined: out of the snapshot list, so pruning cannot keep it
+    assert not newest.exists()
+    assert newest.with_name(newest.name + ".corrupt").exists()
+    assert [p.name for p in list_snapshots(tmp_path)] == ["snapshot-00000000000000000003.bcsnap"]
 
 
 def test_all_snapshots_corrupt_replays_whole_log(tmp_path: Path) -> None:
