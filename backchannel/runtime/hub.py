@@ -79,11 +79,12 @@ class Hub:
         self.closing = False
         self._nursery: trio.Nursery | None = None
         self._background = trio.CancelScope()
+        self._stopping = trio.Event()
 
     # -- lifetime -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start an actor per channel, then serve until cancelled or closed."""
+        """Start an actor per channel, then serve until cancelled or :meth:`close`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for state in list(self.world.channels.values()):
@@ -93,6 +94,9 @@ class Hub:
                 if self.settings.sandbox_heartbeat_seconds > 0:
                     nursery.start_soon(self._sandbox_heartbeat)
             task_status.started()
+            # stay open for channels created later, until close(); then the
+            # nursery waits for every actor to drain its inbox
+            await self._stopping.wait()
 
     def spawn(self, fn: Any, *args: Any) -> None:
         """Run a background task in the hub's nursery (actors' helpers)."""
@@ -102,6 +106,7 @@ class Hub:
     def close(self) -> None:
         """Wake every waiter and let every actor finish its queued commands."""
         self.closing = True
+        self._stopping.set()
         for actor in self.actors.values():
             actor.wake_all()
             actor.close()
