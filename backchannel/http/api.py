@@ -17,6 +17,7 @@ answer, so a write is never executed twice.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -39,6 +40,7 @@ from backchannel.runtime.hub import Hub
 from backchannel.runtime.journal import JournalFailed
 
 log = logging.getLogger(__name__)
+_BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 PUBLIC_BASE_URL = "https://backchannel.oakstack.eu"
 _HOST_RE = re.compile(r"^[A-Za-z0-9._-]+(:[0-9]{1,5})?$")
 _CSP = (
@@ -79,6 +81,10 @@ class Call:
         self.request_id = request_id
         self.key = key
         self._body: bytes | None = None
+
+    @property
+    def body_read(self) -> bool:
+        return self._body is not None
 
     @property
     def auth(self) -> KeyRecord:
@@ -203,30 +209,42 @@ class Api:
         def decorate(fn: Route) -> Callable[..., Awaitable[Response]]:
             @functools.wraps(fn)
             async def view(**path: Any) -> Response:
-                request_id = str(uuid.uuid4())
-                try:
-                    return await self._run(fn, path, request_id, auth, mutating)
-                except ApiError as exc:
-                    return self.error_response(request_id, exc)
-                except JournalFailed:
-                    return self.error_response(
-                        request_id,
-                        ApiError(503, "unavailable", "Writes are unavailable: storage failed"),
-                    )
-                except Exception:
-                    log.exception("unexpected error in %s (request %s)", fn.__name__, request_id)
-                    return self.error_response(
-                        request_id,
-                        ApiError(500, "internal_server_error", "Internal server error"),
-                    )
+                call = Call(str(uuid.uuid4()), None)
+                response = await self._respond(fn, path, call, auth, mutating)
+                if request.method in _BODY_METHODS and not call.body_read:
+                    # Answering before the body is read stalls the next request on
+                    # this keep-alive connection (hypercorn cannot recycle an h11
+                    # cycle whose request is still arriving): drain it first.
+                    with contextlib.suppress(ApiError):
+                        await call.raw_body()
+                return response
 
             return view
 
         return decorate
 
-    async def _run(
-        self, fn: Route, path: dict[str, Any], request_id: str, auth: bool, mutating: bool
+    async def _respond(
+        self, fn: Route, path: dict[str, Any], call: Call, auth: bool, mutating: bool
     ) -> Response:
+        request_id = call.request_id
+        try:
+            return await self._run(fn, path, call, auth, mutating)
+        except ApiError as exc:
+            return self.error_response(request_id, exc)
+        except JournalFailed:
+            return self.error_response(
+                request_id, ApiError(503, "unavailable", "Writes are unavailable: storage failed")
+            )
+        except Exception:
+            log.exception("unexpected error in %s (request %s)", fn.__name__, request_id)
+            return self.error_response(
+                request_id, ApiError(500, "internal_server_error", "Internal server error")
+            )
+
+    async def _run(
+        self, fn: Route, path: dict[str, Any], call: Call, auth: bool, mutating: bool
+    ) -> Response:
+        request_id = call.request_id
         key: KeyRecord | None = None
         remaining = "0"
         if auth:
@@ -242,7 +260,7 @@ class Api:
                     retry_after=window,
                 )
             remaining = str(left)
-        call = Call(request_id, key)
+        call.key = key
         idem = request.headers.get("Idempotency-Key") if mutating else None
         if idem is None or key is None:
             result = await fn(call, **path)

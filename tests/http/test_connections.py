@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import trio
 
 from tests.conftest import start_server, test_settings
@@ -46,4 +47,34 @@ async def test_a_connection_serves_many_requests(nursery: trio.Nursery, tmp_path
                 reply += await stream.receive_some(65536)
             assert reply.startswith(b"HTTP/1.1 200")
     await stream.aclose()
+    await running.stopped()
+
+
+async def test_answers_given_before_the_body_is_read_do_not_stall_the_connection(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Idempotent replays and early errors answer without needing the body.
+
+    Before the pipeline drained every request body, the request after such
+    an answer on the same keep-alive connection was never dispatched.
+    """
+    running = await start_server(nursery, test_settings(tmp_path))
+
+    def many_requests() -> list[int]:
+        statuses: list[int] = []
+        with httpx.Client(base_url=running.url, timeout=5) as client:
+            key = client.post("/v1/keys", json={"agent_label": "k"}).json()["key"]
+            headers = {"X-API-Key": key, "Idempotency-Key": "same"}
+            for n in range(150):
+                body = {"name": f"actor-{n}"}
+                statuses.append(client.post("/v1/actors", json=body, headers=headers).status_code)
+                statuses.append(
+                    client.post("/v1/actors", json=body, headers={"X-API-Key": "bad"}).status_code
+                )
+        return statuses
+
+    with trio.fail_after(60):
+        statuses = await trio.to_thread.run_sync(many_requests)
+    assert statuses.count(201) == 150
+    assert statuses.count(401) == 150
     await running.stopped()
