@@ -42,6 +42,7 @@ from backchannel.core.errors import ApiError
 from backchannel.core.events import (
     ChannelEvent,
     HistoryPurged,
+    LeaseEnded,
     LeaseExpired,
     LeaseExtended,
     MessageAcked,
@@ -188,13 +189,15 @@ class ChannelState:
             events.append(MessagesExpired(cid, through, now))
         top = self._top_lease()
         leases = sorted(self._leases) if top is not None and top <= now else []
+        lapsed: set[str] = set()  # a heartbeat to the same deadline leaves a twin entry
         for expires, message_id, token in leases:
             if expires > now:
                 break
             held = self.live.get(message_id)
             if held is None or held.seq <= through or held.lease_token != token:
                 continue
-            if held.lease_expires_at == expires:
+            if held.lease_expires_at == expires and message_id not in lapsed:
+                lapsed.add(message_id)
                 events.append(LeaseExpired(cid, message_id, token, now))
         retention = self.config.retention_days * DAY_US
         if self._oldest_archived_at is not None and self._oldest_archived_at + retention <= now:
@@ -328,9 +331,17 @@ class ChannelState:
             raise ApiError(409, "lease_not_held", "This claim is held by another key")
         return MessageReleased(self.config.id, message.id, now)
 
-    def decide_ack(self, message: Message, actor: tuple[str, str], now: int) -> MessageAcked | None:
-        """One ack per (message, actor): None when this actor already acked."""
+    def decide_ack(
+        self, message: Message, actor: tuple[str, str], now: int
+    ) -> MessageAcked | LeaseEnded | None:
+        """One ack per (message, actor); an ack by the holder ends its lease.
+
+        Returns None when this actor already acked and nothing changes; a
+        repeated ack by a holder whose lease still runs ends the lease.
+        """
         if message.acked_by(actor[0]):
+            if message.claimed_by_id == actor[0] and message.lease_token is not None:
+                return LeaseEnded(self.config.id, message.id, now)
             return None
         ends_lease = message.claimed_by_id == actor[0] and message.lease_token is not None
         return MessageAcked(self.config.id, message.id, actor[0], actor[1], now, ends_lease)
@@ -376,14 +387,19 @@ class ChannelState:
                 )
             case LeaseExpired() | MessageReleased():
                 message = self._touch(event.message_id)
-                _clear_claim(message)
-                insort(self._unclaimed, message, key=_seq_of)
+                if message.claimed_by_id is not None:
+                    _clear_claim(message)
+                    insort(self._unclaimed, message, key=_seq_of)
             case MessageAcked():
                 message = self._touch(event.message_id)
                 message.acks.append([event.actor_id, event.actor_name, event.at])
                 if event.ends_lease:
                     message.lease_token = None
                     message.lease_expires_at = None
+            case LeaseEnded():
+                message = self._touch(event.message_id)
+                message.lease_token = None
+                message.lease_expires_at = None
             case MessageRetracted():
                 self._archive(self._touch(event.message_id), event.at, "retracted")
             case MessagesExpired():
@@ -411,7 +427,11 @@ class ChannelState:
         self._order.append(message)
         self._unclaimed.append(message)
         if self.config.max_writes_per_minute is not None:
-            self._recent_posts.append(event.created_at)
+            recent = self._recent_posts
+            recent.append(event.created_at)
+            cutoff = event.created_at - WRITE_WINDOW_US
+            while recent and recent[0] <= cutoff:
+                recent.popleft()
         cap = self.config.max_messages
         if cap is not None:
             while len(self.live) > cap:
@@ -526,10 +546,9 @@ class ChannelState:
         return None
 
     def _writes_since(self, since: int) -> int:
+        """Posts after ``since`` (reads only: deciding never changes state)."""
         recent = self._recent_posts
-        while recent and recent[0] <= since:
-            recent.popleft()
-        return len(recent)
+        return len(recent) - bisect_right(recent, since)
 
 
 class Capture:

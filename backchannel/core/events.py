@@ -147,6 +147,16 @@ class MessageAcked:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseEnded:
+    """The holder acknowledged again: the claim stands, its lease stops."""
+
+    kind: ClassVar[str] = "lease.ended"
+    channel_id: str
+    message_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class MessageRetracted:
     kind: ClassVar[str] = "msg.retracted"
     channel_id: str
@@ -183,6 +193,7 @@ ChannelEvent = (
     | LeaseExpired
     | MessageReleased
     | MessageAcked
+    | LeaseEnded
     | MessageRetracted
     | MessagesExpired
     | HistoryPurged
@@ -204,6 +215,7 @@ _KINDS: dict[str, type[Any]] = {
         LeaseExpired,
         MessageReleased,
         MessageAcked,
+        LeaseEnded,
         MessageRetracted,
         MessagesExpired,
         HistoryPurged,
@@ -216,6 +228,7 @@ CHANNEL_EVENTS: tuple[type[Any], ...] = (
     LeaseExpired,
     MessageReleased,
     MessageAcked,
+    LeaseEnded,
     MessageRetracted,
     MessagesExpired,
     HistoryPurged,

@@ -75,11 +75,12 @@ Route = Callable[..., Awaitable[Result]]
 class Call:
     """What a route gets to know about its request."""
 
-    __slots__ = ("_body", "key", "request_id")
+    __slots__ = ("_body", "_cap", "key", "request_id")
 
-    def __init__(self, request_id: str, key: KeyRecord | None) -> None:
+    def __init__(self, request_id: str, key: KeyRecord | None, cap: int) -> None:
         self.request_id = request_id
         self.key = key
+        self._cap = cap
         self._body: bytes | None = None
 
     @property
@@ -93,19 +94,40 @@ class Call:
 
     async def raw_body(self) -> bytes:
         if self._body is None:
-            self._body = await _read_body()
+            self._body = await _read_body(self._cap)
         return self._body
 
     async def json(self) -> dict[str, Any]:
         return parse_object(await self.raw_body())
 
 
-async def _read_body() -> bytes:
+DRAIN_FACTOR = 16  # an oversized body is read and dropped up to 16x the cap, then cut
+
+
+def body_too_large(cap: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"Request body exceeds {cap} bytes", max_body_bytes=cap)
+
+
+async def _read_body(cap: int) -> bytes:
+    """The request body, streamed chunk by chunk: at most ``cap`` bytes are kept.
+
+    An oversized body is still read to its end (and dropped) so the client,
+    which writes the whole body before it reads the answer, gets the 413
+    instead of a stalled upload; past ``DRAIN_FACTOR`` times the cap the
+    framework refuses the rest and the connection is closed.
+    """
+    parts: list[bytes] = []
+    size = 0
     try:
-        data = await request.get_data(cache=False)
+        async for chunk in request.body:
+            size += len(chunk)
+            if size <= cap:
+                parts.append(chunk)
     except RequestEntityTooLarge:
-        raise ApiError(413, "body_too_large", "Request body is too large") from None
-    return data if isinstance(data, bytes) else data.encode()
+        raise body_too_large(cap) from None
+    if size > cap:
+        raise body_too_large(cap)
+    return b"".join(parts)
 
 
 class Api:
@@ -209,7 +231,7 @@ class Api:
         def decorate(fn: Route) -> Callable[..., Awaitable[Response]]:
             @functools.wraps(fn)
             async def view(**path: Any) -> Response:
-                call = Call(str(uuid.uuid4()), None)
+                call = Call(str(uuid.uuid4()), None, self.settings.max_body_bytes)
                 response = await self._respond(fn, path, call, auth, mutating)
                 if request.method in _BODY_METHODS and not call.body_read:
                     # Answering before the body is read stalls the next request on

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from backchannel import __version__, agent_docs
 from backchannel.core.errors import ApiError
 from backchannel.http import actors, channels, keys, messages
-from backchannel.http.api import Api, Call, Result
+from backchannel.http.api import DRAIN_FACTOR, Api, Call, Result, body_too_large
 from backchannel.runtime.hub import Hub
 
 _CORS = {
@@ -28,7 +28,7 @@ def create_app(hub: Hub) -> QuartTrio:
     """Build the app around a running :class:`Hub`."""
     settings = hub.settings
     app = QuartTrio(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes * DRAIN_FACTOR
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["JSONIFY_PRETTYPRINT_REGULAR"] = False
     api = Api(hub, settings)
@@ -84,7 +84,7 @@ def create_app(hub: Hub) -> QuartTrio:
         if isinstance(exc, NotFound | MethodNotAllowed):
             return _not_found(api, request_id)
         if exc.code == 413:
-            error = ApiError(413, "body_too_large", "Request body is too large")
+            error = body_too_large(settings.max_body_bytes)
         else:
             status = exc.code or 400
             error = ApiError(status, "bad_request", exc.description or "Bad request")

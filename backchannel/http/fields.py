@@ -30,16 +30,46 @@ _INVISIBLE = frozenset(
 )
 
 
+_INT64 = 2**63
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _storable_int(text: str) -> int:
+    """Integers must fit 64 bits: that is what the log and snapshots can store."""
+    if len(text) > 20:
+        raise ValueError("integer too large")
+    value = int(text)
+    if not -_INT64 <= value < 2**64:
+        raise ValueError("integer too large")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number too large")
+    return value
+
+
 def parse_object(data: bytes) -> dict[str, Any]:
     """A request body as a JSON object; an empty body is ``{}``.
 
-    Raises 400 ``invalid_json`` (not UTF-8 or not JSON) and 422
-    ``invalid_json_shape`` (JSON but not an object).
+    Raises 400 ``invalid_json`` (not UTF-8, not JSON, ``NaN``/``Infinity``,
+    or a number the server cannot store: integers beyond 64 bits, floats
+    beyond double range) and 422 ``invalid_json_shape`` (not an object).
     """
     if not data.strip():
         return {}
     try:
-        value = json.loads(data.decode("utf-8"))
+        value = json.loads(
+            data.decode("utf-8"),
+            parse_constant=_refuse_constant,
+            parse_int=_storable_int,
+            parse_float=_finite_float,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "Request body is not valid JSON") from None
     if not isinstance(value, dict):

@@ -10,11 +10,15 @@ close, flush the journal and write the final snapshot.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import signal
+import sys
+import uuid
 from pathlib import Path
 
+import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
@@ -61,6 +65,49 @@ def _use_read_timeout_only() -> None:
     tcp_server.TrioSingleTask = _ReadTimeoutOnly
 
 
+def _answer_malformed_http_in_our_envelope(settings: Settings) -> None:
+    """Render hypercorn's own 4xx (a request h11 cannot parse) as our envelope.
+
+    Such requests never reach the app: hypercorn answers them itself with an
+    empty body. It calls ``_send_error_response`` inside its ``except
+    h11.RemoteProtocolError`` block, so the active exception says what was
+    wrong; a bad ``Content-Length`` is 400 ``invalid_content_length``
+    (contract §2.1), anything else 400 ``bad_request``.
+    """
+    from hypercorn.protocol.h11 import H11Protocol
+
+    base = settings.base_url.rstrip("/") or f"http://{settings.host}:{settings.port}"
+
+    async def send_error_response(self: H11Protocol, status_code: int) -> None:
+        problem = sys.exc_info()[1]
+        text = str(problem) if problem is not None else "Malformed HTTP request"
+        code = "invalid_content_length" if "content-length" in text.lower() else "bad_request"
+        body = json.dumps(
+            {
+                "error": code,
+                "message": f"Malformed HTTP request: {text}",
+                "request_id": str(uuid.uuid4()),
+                "documentation_url": f"{base}/docs/errors.md#{code.replace('_', '-')}",
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await self._send_h11_event(
+            h11.Response(
+                status_code=status_code, headers=headers + self.config.response_headers("h11")
+            )
+        )
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
+    if not hasattr(H11Protocol, "_send_error_response"):
+        raise RuntimeError("hypercorn changed: H11Protocol._send_error_response is gone")
+    H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
+
+
 def hypercorn_config(settings: Settings) -> Config:
     """Hypercorn settings that avoid the pitfalls measured in stack-notes.md."""
     config = Config()
@@ -91,6 +138,7 @@ async def serve(
     """
     stop = stop if stop is not None else trio.Event()
     _use_read_timeout_only()
+    _answer_malformed_http_in_our_envelope(settings)
     async with open_runtime(settings, in_memory=in_memory) as hub:
         app = create_app(hub)
 

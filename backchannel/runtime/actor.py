@@ -20,6 +20,7 @@ closed and the actor ignores the ``BrokenResourceError`` — the write stands.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from backchannel.core.events import (
     ChannelEvent,
     HistoryPurged,
     LeaseExpired,
+    MessageAcked,
     MessagePosted,
     MessageReleased,
     MessagesExpired,
@@ -259,13 +261,11 @@ class ChannelActor:
         actor = world.resolve_posting_actor(key, actor_ref) if actor_ref is not None else None
         resolved = world.resolve_mentions(mentions, self.state) if mentions else []
         if actor is not None or resolved:
-            event = MessagePosted(
-                **{
-                    **{name: getattr(event, name) for name in event.__dataclass_fields__},
-                    "actor_id": actor.id if actor else None,
-                    "actor_name": actor.name if actor else None,
-                    "mentions": resolved,
-                }
+            event = dataclasses.replace(
+                event,
+                actor_id=actor.id if actor else None,
+                actor_name=actor.name if actor else None,
+                mentions=resolved,
             )
         seq = self._commit(event)
         return self.state.live[event.message_id], seq
@@ -346,7 +346,8 @@ class ChannelActor:
         seq = self._commit_actor(created)
         if event is None:
             return ("already_acknowledged", message), seq
-        return ("acknowledged", message), self._commit(event)
+        status = "acknowledged" if isinstance(event, MessageAcked) else "already_acknowledged"
+        return (status, message), self._commit(event)
 
     def cmd_retract(self, key: KeyRecord, message_id: str) -> tuple[None, int]:
         now = self.hub.clock.now()

@@ -29,10 +29,22 @@ class WallClock:
         self._trio0 = trio.current_time()
 
     def now(self) -> int:
-        return self._wall0 + int((trio.current_time() - self._trio0) * 1_000_000)
+        return self._wall_at(trio.current_time())
 
     def trio_time(self, wall_us: int | None) -> float:
-        """The trio clock reading at which wall time reaches ``wall_us``."""
+        """The earliest trio clock reading at which :meth:`now` is ``>= wall_us``.
+
+        The conversion goes through a float, so the exact quotient can read
+        1 µs early; stepping to the next float closes the gap. An actor that
+        sleeps until this time therefore always finds its deadline due (it
+        would otherwise re-arm a deadline already past and spin).
+        """
         if wall_us is None:
             return math.inf
-        return self._trio0 + (wall_us - self._wall0) / 1_000_000
+        at = self._trio0 + (wall_us - self._wall0) / 1_000_000
+        while self._wall_at(at) < wall_us:
+            at = math.nextafter(at, math.inf)
+        return at
+
+    def _wall_at(self, trio_time: float) -> int:
+        return self._wall0 + int((trio_time - self._trio0) * 1_000_000)
