@@ -122,9 +122,7 @@ async def open_runtime(settings: Settings, *, in_memory: bool = False) -> AsyncI
         world, next_seq, newest, report = await trio.to_thread.run_sync(
             load_state, directory, settings.allow_truncate
         )
-        for warning in report.warnings:
-            log.warning("recovery: %s", warning)
-        log.info("%s", report.describe())
+        log.info("%s", report.describe())  # recovery already logged each warning
         journal = file_journal = FileJournal(
             directory,
             next_seq=next_seq,

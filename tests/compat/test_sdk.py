@@ -98,3 +98,35 @@ async def test_async_client_canonical_path(server: Server) -> None:
         assert (lost.value.status, lost.value.error) == (409, "already_claimed")
         acked = await worker.ack_message(sent["id"], actor="w")
         assert acked["status"] == "acknowledged"
+
+
+async def test_errors_reach_both_clients_as_backchannel_error(server: Server) -> None:
+    key = (await server.agent("sdk-errors")).key
+    sync_client = BackchannelClient(key, base_url=server.url)
+    stranger = BackchannelClient("bck_nope.not-a-key", base_url=server.url)
+    try:
+        with pytest.raises(BackchannelError) as unknown:
+            await _sync(sync_client.claim_message, "no-such-message", actor="w")
+        assert (unknown.value.status, unknown.value.error) == (404, "message_not_found")
+        assert unknown.value.message
+        with pytest.raises(BackchannelError) as bad_mode:
+            await _sync(sync_client.create_channel, "sdk-bad", mode="fanout")
+        assert (bad_mode.value.status, bad_mode.value.error) == (422, "invalid_mode")
+        with pytest.raises(BackchannelError) as unauthorized:
+            await _sync(stranger.get_channel, "sandbox")
+        assert (unauthorized.value.status, unauthorized.value.error) == (401, "unauthorized")
+    finally:
+        sync_client.close()
+        stranger.close()
+    async with AsyncBackchannelClient(key, base_url=server.url) as client:
+        with pytest.raises(BackchannelError) as missing:
+            await client.ack_message("no-such-message", actor="w")
+        assert (missing.value.status, missing.value.error) == (404, "message_not_found")
+        channel = await client.create_channel("sdk-broadcast", mode="broadcast")
+        sent = await client.send_message(channel["id"], "hello")
+        with pytest.raises(BackchannelError) as not_claimable:
+            await client.claim_message(sent["id"], actor="w")
+        assert (not_claimable.value.status, not_claimable.value.error) == (
+            409,
+            "channel_not_claimable",
+        )
