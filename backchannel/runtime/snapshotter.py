@@ -25,15 +25,15 @@ from backchannel.runtime.hub import Hub
 from backchannel.storage import log as segment_log
 from backchannel.storage import snapshot as snapshot_files
 from backchannel.storage.state import (
+    channel_pieces,
     history_rows,
-    pack_channel_part,
     pack_registry,
     pack_rows,
-    pack_snapshot,
+    snapshot_pieces,
 )
 
 log = logging.getLogger(__name__)
-CHUNK_ROWS = 2_000  # rows packed per event-loop step: a few ms, never a stall
+CHUNK_ROWS = 1_000  # rows packed per event-loop step: a few ms, never a stall
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ async def take_snapshot(hub: Hub, directory: Path) -> SnapshotReport:
     registry = pack_registry(world)
     channels = list(world.channels.values())
     longest = time.perf_counter() - step_started
-    parts: list[bytes] = []
+    parts: list[list[bytes]] = []
     messages = 0
     for state in channels:
         capture = state.begin_capture()
@@ -73,19 +73,21 @@ async def take_snapshot(hub: Hub, directory: Path) -> SnapshotReport:
                     out.append(pack_rows(rows_of(start, start + CHUNK_ROWS)))
                     longest = max(longest, time.perf_counter() - step_started)
             await trio.lowlevel.checkpoint()
-            parts.append(pack_channel_part(capture, live, history))
+            parts.append(channel_pieces(capture, live, history))
             messages += len(capture.messages)
         finally:
             state.end_capture()
-    payload = pack_snapshot(hub.clock.now(), registry, parts)
-    path = await trio.to_thread.run_sync(snapshot_files.write_snapshot, directory, covered, payload)
+    pieces = snapshot_pieces(hub.clock.now(), registry, parts)
+    size = sum(len(piece) for piece in pieces)
+    # CRC and write run in the thread (zlib and os.write release the GIL)
+    path = await trio.to_thread.run_sync(snapshot_files.write_snapshot, directory, covered, pieces)
     await trio.to_thread.run_sync(_prune, directory, covered)
     report = SnapshotReport(
         path,
         covered,
         len(channels),
         messages,
-        len(payload),
+        size,
         time.perf_counter() - started,
         longest,
     )

@@ -37,6 +37,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -95,8 +96,11 @@ def snapshot_seq(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def write_snapshot(directory: Path, seq: int, payload: bytes) -> Path:
+def write_snapshot(directory: Path, seq: int, payload: bytes | Sequence[bytes]) -> Path:
     """Atomically write the snapshot covering ``seq``; return its final path.
+
+    ``payload`` may be given as pieces, written one after the other without
+    ever being joined, so a large snapshot is never copied in memory.
 
     Durability:
         When this returns, the file and its name are on stable storage
@@ -106,18 +110,22 @@ def write_snapshot(directory: Path, seq: int, payload: bytes) -> Path:
         OSError: on any I/O failure; the temp file is removed first
             (a failure to remove it is logged, the original error raised).
     """
+    pieces = [payload] if isinstance(payload, bytes | bytearray) else list(payload)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / snapshot_name(seq)
     temp = final.with_name(final.name + ".tmp")
-    header = SNAPSHOT_HEADER.pack(
-        SNAPSHOT_MAGIC, SNAPSHOT_VERSION, seq, len(payload), zlib.crc32(payload)
-    )
+    crc = 0
+    for piece in pieces:
+        crc = zlib.crc32(piece, crc)
+    size = sum(len(piece) for piece in pieces)
+    header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, seq, size, crc)
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            view = memoryview(header + payload)
-            while view:
-                view = view[os.write(fd, view) :]
+            for piece in (header, *pieces):
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -1,21 +1,25 @@
-"""The snapshot payload: the whole :class:`World` as msgpack, part by part.
+"""The snapshot payload: the whole :class:`World` as a stream of msgpack objects.
 
-Layout (msgpack map)::
+Layout (one top-level msgpack object after another, never nested)::
 
-    {"format": 1, "clock": <µs at pack time>,
-     "registry": <bin: packed registry part>,
-     "channels": [<bin: packed channel part>, ...]}
+    {"format": 2, "clock": <µs at pack time>, "channels": N}
+    {registry: seq, keys, actors, actor_aliases, idempotency}
+    {channel part}  × N: seq, config, members, last_seq, recent_posts,
+                         "live": [<bin: packed chunk of rows>, ...],
+                         "history": [<bin: packed chunk of rows>, ...]
 
 Each part records the journal seq it covers. The registry is packed in one
 synchronous step; a channel is read through a copy-on-write
 :class:`~backchannel.core.channel.Capture`, in chunks of rows packed on
-their own (``live`` and ``history`` are lists of packed chunks), so the
-snapshotter can yield to the event loop between chunks and a big channel
-never stalls requests. A part may therefore cover more than the snapshot's
-header seq; replay skips, per part, every record the part already holds.
+their own, so the snapshotter can yield to the event loop between chunks.
+A channel part is assembled from pieces (its small fields packed, its
+chunks spliced in under hand-written ``bin`` headers) and the payload is
+written piece by piece: no step ever copies the whole snapshot, so a big
+one never stalls requests. A part may cover more than the snapshot's header
+seq; replay skips, per part, every record the part already holds.
 Records are stored as lists in field order (positional), which keeps the
-payload small and the packing fast.
-Raw API keys are never stored, only their SHA-256 hashes.
+payload small and the packing fast. Raw API keys are never stored, only
+their SHA-256 hashes.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from backchannel.core.records import (
 )
 from backchannel.core.world import World
 
-FORMAT = 1
+FORMAT = 2
 
 
 def _names(cls: type[Any], *skip: str) -> tuple[str, ...]:
@@ -56,6 +60,10 @@ _IDEM = _names(IdempotencyEntry)
 
 def _row(obj: Any, names: tuple[str, ...]) -> list[Any]:
     return [getattr(obj, name) for name in names]
+
+
+_ARRAY_HEADER = msgpack.Packer().pack_array_header
+_MAP_HEADER = msgpack.Packer().pack_map_header
 
 
 def _pack(obj: Any) -> bytes:
@@ -93,23 +101,45 @@ def history_rows(capture: Capture, start: int, stop: int) -> list[list[Any]]:
     return [[e.archived_at, e.reason, message_row(e.message)] for e in capture.history[start:stop]]
 
 
+def _bin_header(size: int) -> bytes:
+    """The msgpack ``bin`` header for ``size`` bytes (what packb writes for bytes)."""
+    if size < 0x100:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 0x10000:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
+
+
+def _bins(name: str, chunks: list[bytes]) -> list[bytes]:
+    pieces = [_pack(name) + _ARRAY_HEADER(len(chunks))]
+    for chunk in chunks:
+        pieces += [_bin_header(len(chunk)), chunk]
+    return pieces
+
+
+def channel_pieces(capture: Capture, live: list[bytes], history: list[bytes]) -> list[bytes]:
+    """A channel part as pieces whose concatenation is one msgpack map.
+
+    The row chunks are spliced in, not copied into a new buffer.
+    """
+    small = {
+        "seq": capture.seq,
+        "config": [capture.config_values[name] for name in _CONFIG],
+        "members": [_row(m, _MEMBER) for m in capture.members],
+        "last_seq": capture.last_seq,
+        "recent_posts": capture.recent_posts,
+    }
+    head = _MAP_HEADER(len(small) + 2) + b"".join(_pack(k) + _pack(v) for k, v in small.items())
+    return [head, *_bins("live", live), *_bins("history", history)]
+
+
 def pack_channel_part(capture: Capture, live: list[bytes], history: list[bytes]) -> bytes:
-    """A channel part from its capture and its packed row chunks."""
-    return _pack(
-        {
-            "seq": capture.seq,
-            "config": [capture.config_values[name] for name in _CONFIG],
-            "members": [_row(m, _MEMBER) for m in capture.members],
-            "last_seq": capture.last_seq,
-            "live": live,
-            "history": history,
-            "recent_posts": capture.recent_posts,
-        }
-    )
+    """:func:`channel_pieces` joined (tests and tools)."""
+    return b"".join(channel_pieces(capture, live, history))
 
 
 def pack_channel(state: ChannelState) -> bytes:
-    """One channel in one synchronous step (tests and small channels)."""
+    """One channel in one synchronous step (tests, tools and small channels)."""
     capture = state.begin_capture()
     try:
         live = [pack_rows(capture.rows(0, len(capture.messages)))]
@@ -119,8 +149,15 @@ def pack_channel(state: ChannelState) -> bytes:
         state.end_capture()
 
 
+def snapshot_pieces(clock_us: int, registry: bytes, channels: list[list[bytes]]) -> list[bytes]:
+    """The whole payload as pieces, ready for ``write_snapshot``."""
+    header = _pack({"format": FORMAT, "clock": clock_us, "channels": len(channels)})
+    return [header, registry, *(piece for part in channels for piece in part)]
+
+
 def pack_snapshot(clock_us: int, registry: bytes, channels: list[bytes]) -> bytes:
-    return _pack({"format": FORMAT, "clock": clock_us, "registry": registry, "channels": channels})
+    """The payload from whole parts (tests and tools)."""
+    return b"".join(snapshot_pieces(clock_us, registry, [[part] for part in channels]))
 
 
 def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
@@ -129,11 +166,16 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
     Returns the world and the clock reading stored at pack time.
     Raises ValueError on an unknown format.
     """
-    outer = _unpack(payload)
-    if outer.get("format") != FORMAT:
-        raise ValueError(f"unsupported snapshot format {outer.get('format')!r}")
+    stream = msgpack.Unpacker(
+        raw=False, strict_map_key=False, max_buffer_size=max(len(payload), 1024)
+    )
+    stream.feed(payload)
+    outer = next(stream, None)
+    if not isinstance(outer, dict) or outer.get("format") != FORMAT:
+        found = outer.get("format") if isinstance(outer, dict) else outer
+        raise ValueError(f"unsupported snapshot format {found!r}")
     world = World()
-    registry = _unpack(outer["registry"])
+    registry = next(stream)
     world.applied_seq = registry["seq"]
     for row in registry["keys"]:
         key = KeyRecord(*row)
@@ -147,8 +189,8 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
     world.actor_aliases = dict(registry["actor_aliases"])
     for row in registry["idempotency"]:
         world.idempotency[(row[0], row[1])] = IdempotencyEntry(*row[2:])
-    for part in outer["channels"]:
-        state = _load_channel(_unpack(part))
+    for _ in range(outer["channels"]):
+        state = _load_channel(next(stream))
         config = state.config
         world.channels[config.id] = state
         world.channels_by_name.setdefault((config.owner_id, config.name), []).append(config.id)
