@@ -75,7 +75,11 @@ ALL_SCENARIOS = ("posts", "claim", "wake", "idle", "floor", "fsync", "restart")
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 SETUP_ALLOWANCE_S = 60.0
-RESTART_MESSAGES = 100_000
+RESTART_MESSAGES = (100_000, 1_000_000)
+STALL_PROBE_S = 7.0
+JSON_HEADERS = {
+    "Content-Type": "application/json"
+}  # a server holding 100k messages snapshots every 2 s meanwhile
 # Parking 10,000 waiters can take longer than the default 30 s long-poll cap on
 # a busy 2-core machine; the idle scenario raises the cap so none expires early.
 IDLE_WAIT_S = 120
@@ -366,9 +370,12 @@ def running_server(
     max_waiters: int = 11_000,
     max_wait_s: int = 30,
     data_dir: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """Start a server (``real``/``always``/``never``/``floor``); always stop it."""
-    server = _start(kind, pinning, server_env(max_waiters, max_wait_s), data_dir)
+    env = server_env(max_waiters, max_wait_s)
+    env.update(extra_env or {})
+    server = _start(kind, pinning, env, data_dir)
     log(f"{kind} server ready on port {server.port} (pid {server.pid}) in {server.ready_s:.2f} s")
     try:
         yield server
@@ -743,34 +750,45 @@ class Bench:
         if not generator.exists():
             raise ScenarioSkipped("not yet available (tools/gen_data.py does not exist)")
         real_server_check()
+        sizes = (10_000,) if self.s.quick else RESTART_MESSAGES
         runs = []
         for rep in range(self.s.repeat):
-            data_dir = tempfile.mkdtemp(prefix="bench-restart-")
-            try:
-                log(f"restart: generating data (repetition {rep + 1}/{self.s.repeat})")
-                messages = 10_000 if self.s.quick else RESTART_MESSAGES
-                cmd = [PYTHON, str(generator), "--dir", data_dir, "--messages", str(messages)]
-                gen = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-                if gen.returncode != 0:
-                    raise ScenarioError(
-                        f"gen_data.py exited {gen.returncode}: {gen.stderr[-2000:]}"
-                    )
-                with running_server("real", self.pinning, data_dir=data_dir) as srv:
-                    rss = _rss_kib(srv.pid)
-                    runs.append(
-                        {"messages": messages, "ready_s": srv.ready_s, "rss_mib": rss / 1024}
-                    )
-            finally:
-                shutil.rmtree(data_dir, ignore_errors=True)
+            merged: dict[str, Any] = {}
+            for messages in sizes:
+                data_dir = tempfile.mkdtemp(prefix="bench-restart-")
+                try:
+                    log(f"restart: {messages:,} messages (repetition {rep + 1}/{self.s.repeat})")
+                    cmd = [PYTHON, str(generator), "--dir", data_dir, "--messages", str(messages)]
+                    gen = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+                    if gen.returncode != 0:
+                        raise ScenarioError(
+                            f"gen_data.py exited {gen.returncode}: {gen.stderr[-2000:]}"
+                        )
+                    with running_server("real", self.pinning, data_dir=data_dir) as srv:
+                        merged[f"ready_s@{messages}"] = srv.ready_s
+                        merged[f"rss_mib@{messages}"] = _rss_kib(srv.pid) / 1024
+                    if messages == sizes[0]:
+                        probe_env = {"BACKCHANNEL_SNAPSHOT_INTERVAL_SECONDS": "2"}
+                        with running_server(
+                            "real", self.pinning, data_dir=data_dir, extra_env=probe_env
+                        ) as srv:
+                            merged.update(_stall_probe(srv.port, STALL_PROBE_S))
+                finally:
+                    shutil.rmtree(data_dir, ignore_errors=True)
+            runs.append(merged)
         out.runs = runs
-        out.figures = figures(
-            [
-                Spec("messages", "restart: live messages loaded", "count"),
-                Spec("ready_s", "restart: spawn -> /health 200", "s"),
-                Spec("rss_mib", "restart: RSS after load", "MiB"),
-            ],
-            runs,
-        )
+        specs = []
+        for messages in sizes:
+            specs += [
+                Spec(f"ready_s@{messages}", f"restart {messages:,}: spawn -> /health 200", "s"),
+                Spec(f"rss_mib@{messages}", f"restart {messages:,}: RSS after load", "MiB"),
+            ]
+        specs += [
+            Spec("stall_max_ms", f"snapshots of {sizes[0]:,}: worst request", "ms", "<= 50", 50.0),
+            Spec("stall_p50_ms", f"snapshots of {sizes[0]:,}: request p50", "ms"),
+            Spec("stall_requests", "snapshot probe requests", "count"),
+        ]
+        out.figures = figures(specs, runs)
 
     def run(self) -> list[Outcome]:
         if self.post_targets():
@@ -791,6 +809,32 @@ class Bench:
                 log(f"{name}: {out.status}: {out.note}")
             outcomes.append(out)
         return outcomes
+
+
+def _stall_probe(port: int, seconds: float) -> dict[str, float]:
+    """Sequential authenticated GETs for ``seconds`` while the server snapshots.
+
+    The worst latency is the longest stall a request saw; the server holds
+    the generated messages and snapshots every 2 s, so several snapshots
+    fall inside the window.
+    """
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    conn.request("POST", "/v1/keys", body=b'{"agent_label":"stall-probe"}', headers=JSON_HEADERS)
+    key = json.loads(conn.getresponse().read())["key"]
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and len(latencies) < 1_000_000:
+        started = time.perf_counter()
+        conn.request("GET", "/v1/keys/me", headers={"X-API-Key": key})
+        conn.getresponse().read()
+        latencies.append((time.perf_counter() - started) * 1000)
+    conn.close()
+    latencies.sort()
+    return {
+        "stall_max_ms": latencies[-1],
+        "stall_p50_ms": latencies[len(latencies) // 2],
+        "stall_requests": float(len(latencies)),
+    }
 
 
 def _cpu_pct(floor: dict[str, Any], ours: dict[str, Any]) -> float | None:
