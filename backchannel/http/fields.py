@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from backchannel.core import errors
@@ -54,6 +55,18 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: Any) -> bool:
+    """Every string (and key) inside ``value`` encodes as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_object(data: bytes) -> dict[str, Any]:
     """A request body as a JSON object; an empty body is ``{}``.
 
@@ -72,6 +85,10 @@ def parse_object(data: bytes) -> dict[str, Any]:
         )
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "Request body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(data) and not _encodable(value):
+        # valid UTF-8 cannot carry a surrogate; only a \u escape can, and a lone
+        # one is text nothing downstream can store or send back
+        raise ApiError(400, "invalid_json", "Request body has an unpaired surrogate escape")
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_json_shape", "Request body must be a JSON object")
     return value

@@ -131,11 +131,12 @@ def register(app: QuartTrio, api: Api) -> None:
             wait = fields.query_wait(args.get("wait"), settings.longpoll_max_wait_seconds)
         actor = hub.channel_actor(identifier, call.auth)
         after = _seq_cursor(raw, MESSAGE_CURSOR)
-        if after is None:
-            at = parse_ts(raw) if raw and raw != "0" else None
-            after = await actor.call(actor.cmd_seq_after_time, at) if at is not None else 0
+        at = parse_ts(raw) if after is None and raw and raw != "0" else None
+        after = after or 0
         deadline = trio.current_time() + wait
         while True:
+            if at is not None:  # "created after at": messages posted while waiting count too
+                after = actor.read_seq_after_time(at)
             read = actor.read_page(after, limit, status, expiring_before)
             if read is None:
                 read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)

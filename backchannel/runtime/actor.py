@@ -297,8 +297,9 @@ class ChannelActor:
             self.state.version,
         )
 
-    def cmd_seq_after_time(self, at: int) -> tuple[int, int]:
-        return self.state.first_seq_after_time(at), 0
+    def read_seq_after_time(self, at: int) -> int:
+        """The seq cursor equivalent to "created after ``at``", read in the caller's task."""
+        return self.state.first_seq_after_time(at)
 
     def cmd_history(
         self, before_seq: int | None, before_time: int | None, limit: int

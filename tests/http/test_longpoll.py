@@ -1,0 +1,269 @@
+"""Long-poll over real HTTP (contract §0.2, §2.6 ``wait``).
+
+The server runs in the test's own trio run, so
+``trio.testing.wait_all_tasks_blocked`` tells us when a waiter has reached
+the server and parked, without sleeping on the real clock. Elapsed times are
+measured with ``trio.current_time`` and every wait is bounded by
+``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+import trio.testing
+
+from tests.conftest import Agent, Server, start_server, test_settings
+
+CUSHION = 0.02
+
+
+@asynccontextmanager
+async def serving(nursery: trio.Nursery, tmp_path: Path, **changes: Any) -> AsyncIterator[Server]:
+    settings = test_settings(tmp_path / "data", **changes)
+    running = await start_server(nursery, settings)
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
+            yield Server(running.url, http, settings)
+    finally:
+        await running.stopped()
+
+
+class Waiter:
+    """One long-poll request running in the background."""
+
+    def __init__(self, agent: Agent, channel: str, **params: Any) -> None:
+        self.agent = agent
+        self.path = f"/v1/channels/{channel}/messages"
+        self.params = params
+        self.response: httpx.Response | None = None
+        self.started = 0.0
+        self.finished: float | None = None
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        with self.scope:
+            self.started = trio.current_time()
+            self.response = await self.agent.get(self.path, params=self.params)
+            self.finished = trio.current_time()
+
+    def body(self) -> dict[str, Any]:
+        assert self.response is not None
+        assert self.response.status_code == 200, self.response.text
+        body: dict[str, Any] = self.response.json()
+        return body
+
+    @property
+    def elapsed(self) -> float:
+        assert self.finished is not None
+        return self.finished - self.started
+
+
+async def parked() -> None:
+    """Until every task, the server's included, is blocked (waiters are parked)."""
+    await trio.testing.wait_all_tasks_blocked(CUSHION)
+
+
+async def test_a_post_wakes_the_waiter_at_once(server: Server) -> None:
+    alice = await server.agent("alice")
+    bob = await server.agent("bob")
+    channel = (await alice.channel("jobs", "claimable"))["id"]
+    waiter = Waiter(bob, channel, wait="5", cursor="0")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter.run)
+            await parked()
+            assert waiter.response is None
+            posted_at = trio.current_time()
+            message = await alice.send(channel, "wake up")
+    assert waiter.finished is not None
+    assert waiter.finished - posted_at < 0.75
+    body = waiter.body()
+    assert [m["id"] for m in body["data"]] == [message["id"]]
+    assert body["data"][0]["content"] == "wake up"
+    assert body["next_cursor"] not in (None, "0")
+
+
+async def test_a_post_to_another_channel_does_not_wake_it(server: Server) -> None:
+    alice = await server.agent("alice")
+    watched = (await alice.channel("watched", "broadcast"))["id"]
+    other = (await alice.channel("other", "broadcast"))["id"]
+    waiter = Waiter(alice, watched, wait="1")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter.run)
+            await parked()
+            for index in range(3):
+                await alice.send(other, f"elsewhere {index}")
+            assert waiter.response is None
+    assert waiter.elapsed >= 0.95
+    body = waiter.body()
+    assert body["data"] == []
+    assert body["next_cursor"] is None
+
+
+async def test_a_message_the_waiter_cannot_see_does_not_end_the_wait(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = (await alice.channel("jobs", "claimable"))["id"]
+    waiter = Waiter(alice, channel, wait="1", status="claimed")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter.run)
+            await parked()
+            await alice.send(channel, "unclaimed")
+    assert waiter.elapsed >= 0.95
+    assert waiter.body()["data"] == []
+
+
+async def test_the_wait_elapses_with_an_empty_page(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = (await alice.channel("quiet", "broadcast"))["id"]
+    for params, cursor in (({"wait": "0.5"}, None), ({"wait": "0.5", "cursor": "0"}, "0")):
+        waiter = Waiter(alice, channel, **params)
+        with trio.fail_after(5):
+            await waiter.run()
+        assert 0.45 <= waiter.elapsed < 2.5
+        body = waiter.body()
+        assert body == {"data": [], "limit": 50, "next_cursor": cursor}
+
+
+async def test_a_waiter_after_the_last_cursor_gets_only_the_new_message(server: Server) -> None:
+    alice = await server.agent("alice")
+    bob = await server.agent("bob")
+    channel = (await alice.channel("jobs", "broadcast"))["id"]
+    await alice.send(channel, "old 1")
+    await alice.send(channel, "old 2")
+    listed = await bob.get(f"/v1/channels/{channel}/messages")
+    cursor = listed.json()["next_cursor"]
+
+    # with messages after the cursor, wait is not a wait at all
+    waiter = Waiter(bob, channel, wait="5", cursor="0")
+    with trio.fail_after(5):
+        await waiter.run()
+    assert waiter.elapsed < 1
+    assert [m["content"] for m in waiter.body()["data"]] == ["old 1", "old 2"]
+
+    waiter = Waiter(bob, channel, wait="5", cursor=cursor)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter.run)
+            await parked()
+            posted_at = trio.current_time()
+            await alice.send(channel, "new")
+    assert waiter.finished is not None
+    assert waiter.finished - posted_at < 0.75
+    assert [m["content"] for m in waiter.body()["data"]] == ["new"]
+
+
+async def test_a_timestamp_cursor_means_created_after_it_while_waiting_too(
+    server: Server,
+) -> None:
+    """``since=<ISO time>`` is "created strictly after that instant" (contract §0.1),
+    also for a message that arrives during the wait."""
+    alice = await server.agent("alice")
+    channel = (await alice.channel("future", "broadcast"))["id"]
+    await alice.send(channel, "before")
+    future = "2999-01-01T00:00:00+00:00"
+    waiter = Waiter(alice, channel, wait="1", since=future)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter.run)
+            await parked()
+            await alice.send(channel, "during the wait, but long before 2999")
+    body = waiter.body()
+    assert body["data"] == []
+    assert body["next_cursor"] == future
+    assert waiter.elapsed >= 0.95
+    # the same request without waiting agrees
+    listed = await alice.get(f"/v1/channels/{channel}/messages", params={"since": future})
+    assert listed.json()["data"] == []
+
+
+async def test_one_post_wakes_every_waiter_of_the_channel(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = (await alice.channel("fanout", "broadcast"))["id"]
+    agents = [await server.agent(f"reader-{index}") for index in range(4)]
+    waiters = [Waiter(agents[index % 4], channel, wait="5") for index in range(20)]
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for waiter in waiters:
+                nursery.start_soon(waiter.run)
+            await parked()
+            posted_at = trio.current_time()
+            message = await alice.send(channel, "to all")
+    for waiter in waiters:
+        assert waiter.finished is not None
+        assert waiter.finished - posted_at < 1
+        assert [m["id"] for m in waiter.body()["data"]] == [message["id"]]
+
+
+async def test_wait_is_clamped_to_the_server_cap(nursery: trio.Nursery, tmp_path: Path) -> None:
+    async with serving(nursery, tmp_path, longpoll_max_wait_seconds=0.3) as server:
+        alice = await server.agent("alice")
+        channel = (await alice.channel("quiet", "broadcast"))["id"]
+        waiter = Waiter(alice, channel, wait="20")
+        with trio.fail_after(5):
+            await waiter.run()
+        assert 0.25 <= waiter.elapsed < 2
+        assert waiter.body()["data"] == []
+
+
+async def test_wait_is_ignored_when_long_poll_is_disabled(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with serving(nursery, tmp_path, longpoll_enabled=False) as server:
+        alice = await server.agent("alice")
+        channel = (await alice.channel("quiet", "broadcast"))["id"]
+        waiter = Waiter(alice, channel, wait="5")
+        with trio.fail_after(5):
+            await waiter.run()
+        assert waiter.elapsed < 1
+        assert waiter.body()["data"] == []
+
+
+async def test_cancelled_waiters_leave_nothing_parked(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """50 long-polls whose clients go away do not use up a waiter cap of 2."""
+    async with serving(nursery, tmp_path, longpoll_max_waiters=2) as server:
+        alice = await server.agent("alice")
+        bob = await server.agent("bob")
+        channel = (await alice.channel("jobs", "broadcast"))["id"]
+        cancelled = 0
+        with trio.fail_after(30):
+            for _ in range(25):
+                pair = [Waiter(bob, channel, wait="30") for _ in range(2)]
+                async with trio.open_nursery() as waiters:
+                    for waiter in pair:
+                        waiters.start_soon(waiter.run)
+                    await parked()
+                    assert [w.response for w in pair] == [None, None]
+                    # the cap is full: a third long-poll is answered at once
+                    probe = Waiter(alice, channel, wait="5")
+                    await probe.run()
+                    assert probe.elapsed < 1
+                    assert probe.body()["data"] == []
+                    for waiter in pair:
+                        waiter.scope.cancel()
+                cancelled += 2
+                await parked()  # let the server see the clients go
+        assert cancelled == 50
+
+        fresh = [Waiter(bob, channel, wait="5") for _ in range(2)]
+        with trio.fail_after(5):
+            async with trio.open_nursery() as waiters:
+                for waiter in fresh:
+                    waiters.start_soon(waiter.run)
+                await parked()
+                assert [w.response for w in fresh] == [None, None]
+                posted_at = trio.current_time()
+                message = await alice.send(channel, "still works")
+        for waiter in fresh:
+            assert waiter.finished is not None
+            assert waiter.finished - posted_at < 0.75
+            assert [m["id"] for m in waiter.body()["data"]] == [message["id"]]
