@@ -507,6 +507,7 @@ async def scenario_claim(host: str, port: int, args: dict[str, Any]) -> dict[str
     producers_per_channel = int(args.get("producers_per_channel", 2))
     pid = int(args["pid"]) if "pid" in args else None
     list_limit = int(args.get("list_limit", 10))
+    claim_next = bool(args.get("claim_next", True))  # POST /v1/tasks/claim, else list+claim
     size = int(args.get("size", 300))
     warmup = float(args.get("warmup", 1.0))
     duration = float(args["duration"])
@@ -588,7 +589,44 @@ async def scenario_claim(host: str, port: int, args: dict[str, Any]) -> dict[str
             key=key,
         )
         actor = json_body({"actor": f"w{w}"})
+        take_next = build_request(
+            "POST",
+            "/v1/tasks/claim",
+            host,
+            port,
+            key=key,
+            body=json_body({"channel": channels[c], "actor": f"w{w}"}),
+        )
         try:
+            while claim_next and time.perf_counter_ns() < measure_to:
+                r = await client.request(take_next)
+                began = r.sent_ns
+                if began >= measure_from:
+                    op_latency["claim"].append(r.latency_ns)
+                if r.status != 200:
+                    errors[f"claim-next {r.status}"] += 1
+                    await asyncio.sleep(0.01)
+                    continue
+                taken = r.json()["claimed"]
+                if taken is None:
+                    empty_lists += 1
+                    await asyncio.sleep(0.002)
+                    continue
+                outstanding[c] -= 1
+                restock[c].set()
+                in_window = began >= measure_from
+                if in_window:
+                    claims += 1
+                path = f"/v1/messages/{taken['id']}/ack"
+                r = await client.request(
+                    build_request("POST", path, host, port, key=key, body=actor)
+                )
+                if in_window:
+                    op_latency["ack"].append(r.latency_ns)
+                if r.status != 200:
+                    errors[f"ack {r.status}"] += 1
+                elif in_window and r.done_ns <= measure_to:
+                    cycles.append(r.done_ns - began)
             while time.perf_counter_ns() < measure_to:
                 r = await client.request(listing)
                 began = r.sent_ns

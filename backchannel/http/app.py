@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from backchannel import __version__, agent_docs
 from backchannel.core.errors import ApiError
-from backchannel.http import actors, channels, keys, messages
+from backchannel.http import actors, channels, keys, messages, tasks
 from backchannel.http.api import DRAIN_FACTOR, Api, Call, Result, body_too_large
 from backchannel.runtime.hub import Hub
 
@@ -38,6 +38,7 @@ def create_app(hub: Hub) -> QuartTrio:
     channels.register(app, api)
     messages.register(app, api)
     actors.register(app, api)
+    tasks.register(app, api)
 
     @app.route("/health", methods=["GET"])
     @api.endpoint(auth=False)

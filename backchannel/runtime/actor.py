@@ -43,7 +43,7 @@ from backchannel.core.events import (
     MessagesExpired,
     to_wire,
 )
-from backchannel.core.records import Archived, KeyRecord, Message
+from backchannel.core.records import CLAIMABLE, Archived, KeyRecord, Message
 from backchannel.runtime.durable import settle
 from backchannel.runtime.journal import JournalFailed
 
@@ -317,6 +317,27 @@ class ChannelActor:
         if event is not None:
             seq = self._commit(event)
         return ClaimResult(status, message, message.lease_token, message.lease_expires_at), seq
+
+    def cmd_claim_next(self, key: KeyRecord, actor_value: str | None) -> tuple[Message | None, int]:
+        """Claim the oldest unclaimed message, atomically; None when there is none.
+
+        One command, so concurrent workers never race for the same message:
+        each gets the next one or nothing (contract §2.9 ``/v1/tasks/claim``).
+        A broadcast channel has nothing to claim.
+        """
+        if self.state.config.mode != CLAIMABLE:
+            return None, 0
+        pool = self.state.page(0, 1, "unclaimed")
+        if not pool:
+            return None, 0
+        now = self.hub.clock.now()
+        actor, created = self.hub.world.resolve_acting_actor(key, actor_value, now)
+        message = pool[0]
+        _status, event = self.state.decide_claim(message, actor, key.key_id, now, None)
+        seq = self._commit_actor(created)
+        if event is not None:
+            seq = self._commit(event)
+        return message, seq
 
     def cmd_heartbeat(
         self, key: KeyRecord, token: str, message_id: str, lease_us: int
