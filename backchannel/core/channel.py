@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from backchannel.core import errors
+from backchannel.core.capture import Capture
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
     ChannelEvent,
@@ -56,7 +57,6 @@ from backchannel.core.records import (
     CLAIMABLE,
     Archived,
     ChannelConfig,
-    Member,
     Message,
     message_row,
 )
@@ -549,44 +549,6 @@ class ChannelState:
         """Posts after ``since`` (reads only: deciding never changes state)."""
         recent = self._recent_posts
         return len(recent) - bisect_right(recent, since)
-
-
-class Capture:
-    """A channel as it was when :meth:`ChannelState.begin_capture` ran.
-
-    Reading it with :meth:`rows` may be spread over many event-loop steps;
-    the owner applies events meanwhile, and copy-on-write keeps what this
-    capture returns fixed.
-    """
-
-    def __init__(self, state: ChannelState) -> None:
-        config = state.config
-        self.seq = state.applied_seq
-        self.last_seq = state.last_seq
-        self.config = config
-        self.config_values = {
-            name: getattr(config, name) for name in config.__dataclass_fields__ if name != "members"
-        }
-        self.config_values["aliases"] = list(config.aliases)
-        self.config_values["related_channels"] = list(config.related_channels)
-        self.members: list[Member] = list(config.members.values())
-        self.recent_posts = list(state._recent_posts)
-        self.messages: list[Message] = state._order[state._head :]
-        self.history: list[Archived] = list(state.history)
-        self.saved: dict[str, tuple[Any, ...]] = {}
-
-    def rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
-        """Rows of the live messages ``messages[start:stop]`` as of the capture."""
-        saved = self.saved
-        out: list[tuple[Any, ...]] = []
-        for message in self.messages[start:stop]:
-            row = saved.get(message.id)
-            if row is None:
-                if message.removed:
-                    continue  # gone before the capture opened
-                row = message_row(message)
-            out.append(row)
-        return out
 
 
 def _clear_claim(message: Message) -> None:

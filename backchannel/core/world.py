@@ -39,7 +39,6 @@ from backchannel.core.events import (
 )
 from backchannel.core.records import (
     OPEN,
-    RESTRICTED,
     Actor,
     ChannelConfig,
     IdempotencyEntry,
@@ -309,4 +308,4 @@ class World:
         self.actors_by_name.setdefault((actor.owner_id, actor.name), []).append(actor.id)
 
 
-__all__ = ["RESTRICTED", "World", "hash_key"]
+__all__ = ["World", "hash_key"]

@@ -140,7 +140,7 @@ def register(app: QuartTrio, api: Api) -> None:
             read = actor.read_page(after, limit, status, expiring_before)
             if read is None:
                 read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
-            page, _changed, version = read
+            page, version = read
             if page or hub.closing or trio.current_time() >= deadline:
                 break
             if hub.parked >= settings.longpoll_max_waiters:

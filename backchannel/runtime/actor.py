@@ -83,7 +83,6 @@ class ChannelActor:
         self.state = state
         self.channel_id = state.config.id
         self._send, self._receive = trio.open_memory_channel[Command](hub.settings.inbox_size)
-        self._changed = trio.Event()
         self._lot = trio.lowlevel.ParkingLot()
         self._wake_pending = False
         self._waking = False
@@ -175,8 +174,6 @@ class ChannelActor:
             if message.removed and message.lease_token is not None:
                 hub.lease_index.pop(message.lease_token, None)
         if isinstance(event, MessagePosted | MessageReleased | LeaseExpired):
-            self._changed.set()
-            self._changed = trio.Event()
             self._notify_waiters()
         return seq
 
@@ -221,8 +218,6 @@ class ChannelActor:
 
     def wake_all(self) -> None:
         """Wake every parked long-poll waiter (used at shutdown)."""
-        self._changed.set()
-        self._changed = trio.Event()
         self._lot.unpark_all()
 
     def statistics(self) -> ActorStatistics:
@@ -272,13 +267,13 @@ class ChannelActor:
 
     def cmd_page(
         self, after_seq: int, limit: int, status: str | None, expiring_before: int | None
-    ) -> tuple[tuple[list[Message], trio.Event, int], int]:
+    ) -> tuple[tuple[list[Message], int], int]:
         page = self.state.page(after_seq, limit, status, expiring_before)
-        return (page, self._changed, self.state.version), 0
+        return (page, self.state.version), 0
 
     def read_page(
         self, after_seq: int, limit: int, status: str | None, expiring_before: int | None
-    ) -> tuple[list[Message], trio.Event, int] | None:
+    ) -> tuple[list[Message], int] | None:
         """Serve a page in the caller's task, or None if the actor must serve it.
 
         A read changes nothing, and it runs in one synchronous step between
@@ -291,11 +286,7 @@ class ChannelActor:
         deadline = self.state.next_deadline()
         if deadline is not None and deadline <= self.hub.clock.now():
             return None
-        return (
-            self.state.page(after_seq, limit, status, expiring_before),
-            self._changed,
-            self.state.version,
-        )
+        return self.state.page(after_seq, limit, status, expiring_before), self.state.version
 
     def read_seq_after_time(self, at: int) -> int:
         """The seq cursor equivalent to "created after ``at``", read in the caller's task."""

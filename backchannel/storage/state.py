@@ -30,7 +30,8 @@ from typing import Any
 
 import msgpack
 
-from backchannel.core.channel import Capture, ChannelState
+from backchannel.core.capture import Capture
+from backchannel.core.channel import ChannelState
 from backchannel.core.events import Event, channel_of, from_wire
 from backchannel.core.records import (
     Actor,
