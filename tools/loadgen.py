@@ -597,6 +597,24 @@ async def scenario_claim(host: str, port: int, args: dict[str, Any]) -> dict[str
             key=key,
             body=json_body({"channel": channels[c], "actor": f"w{w}"}),
         )
+
+        async def ack_held(message_id: str, began: int) -> None:
+            """Ack a message this worker holds; count the cycle begun at ``began``."""
+            nonlocal claims
+            outstanding[c] -= 1
+            restock[c].set()
+            in_window = began >= measure_from
+            if in_window:
+                claims += 1
+            path = f"/v1/messages/{message_id}/ack"
+            r = await client.request(build_request("POST", path, host, port, key=key, body=actor))
+            if in_window:
+                op_latency["ack"].append(r.latency_ns)
+            if r.status != 200:
+                errors[f"ack {r.status}"] += 1
+            elif in_window and r.done_ns <= measure_to:
+                cycles.append(r.done_ns - began)
+
         try:
             while claim_next and time.perf_counter_ns() < measure_to:
                 r = await client.request(take_next)
@@ -612,21 +630,7 @@ async def scenario_claim(host: str, port: int, args: dict[str, Any]) -> dict[str
                     empty_lists += 1
                     await asyncio.sleep(0.002)
                     continue
-                outstanding[c] -= 1
-                restock[c].set()
-                in_window = began >= measure_from
-                if in_window:
-                    claims += 1
-                path = f"/v1/messages/{taken['id']}/ack"
-                r = await client.request(
-                    build_request("POST", path, host, port, key=key, body=actor)
-                )
-                if in_window:
-                    op_latency["ack"].append(r.latency_ns)
-                if r.status != 200:
-                    errors[f"ack {r.status}"] += 1
-                elif in_window and r.done_ns <= measure_to:
-                    cycles.append(r.done_ns - began)
+                await ack_held(str(taken["id"]), began)
             while time.perf_counter_ns() < measure_to:
                 r = await client.request(listing)
                 began = r.sent_ns
@@ -659,23 +663,8 @@ async def scenario_claim(host: str, port: int, args: dict[str, Any]) -> dict[str
                             conflicts += 1
                         continue
                     errors[f"claim {r.status}"] += 1
-                if held is None:
-                    continue
-                outstanding[c] -= 1
-                restock[c].set()
-                in_window = began >= measure_from
-                if in_window:
-                    claims += 1
-                path = f"/v1/messages/{held}/ack"
-                r = await client.request(
-                    build_request("POST", path, host, port, key=key, body=actor)
-                )
-                if in_window:
-                    op_latency["ack"].append(r.latency_ns)
-                if r.status != 200:
-                    errors[f"ack {r.status}"] += 1
-                elif in_window and r.done_ns <= measure_to:
-                    cycles.append(r.done_ns - began)
+                if held is not None:
+                    await ack_held(held, began)
         finally:
             client.close()
 
