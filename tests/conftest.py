@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,34 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Server]
     async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
         yield Server(running.url, http, settings)
     await running.stopped()
+
+
+@asynccontextmanager
+async def serving(nursery: trio.Nursery, tmp_path: Path, **changes: Any) -> AsyncIterator[Server]:
+    """A server with custom settings for one test, stopped cleanly at the end."""
+    settings = test_settings(tmp_path / "data", **changes)
+    running = await start_server(nursery, settings)
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+            yield Server(running.url, http, settings)
+    finally:
+        await running.stopped()
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The standard error envelope of contract §3.1, with exact status and code.
+
+    Error answers carry no ``X-RateLimit-Remaining``, ``Link`` or idempotency
+    headers (§3.1).
+    """
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] == code, body
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    uuid.UUID(body["request_id"])
+    assert body["documentation_url"].endswith("/docs/errors.md#" + code.replace("_", "-"))
+    for header in ("X-RateLimit-Remaining", "Link", "X-Idempotent-Replay", "X-Idempotency-Source"):
+        assert header not in response.headers, header
+    return body

@@ -14,21 +14,9 @@ from typing import Any
 import httpx
 import trio
 
-from tests.conftest import Agent, Server
+from tests.conftest import Agent, Server, assert_error
 
 JSON = {"Content-Type": "application/json"}
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The standard error envelope of contract §3.1, with exact status and code."""
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["error"] == code, body
-    assert isinstance(body["message"], str)
-    assert body["message"]
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    assert body["documentation_url"].endswith("/docs/errors.md#" + code.replace("_", "-"))
-    return body
 
 
 def mismatch(response: httpx.Response, status: int, code: str) -> str | None:

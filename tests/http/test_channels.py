@@ -6,9 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
-
-from tests.conftest import Agent, Server
+from tests.conftest import Agent, Server, assert_error
 
 CHANNEL_KEYS = {
     "id",
@@ -32,18 +30,6 @@ CHANNEL_KEYS = {
     "updated_at",
 }
 DISCOVER_KEYS = {"id", "name", "mode", "access", "description", "created_at", "is_member"}
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The standard error envelope of contract §3.1, with exact status and code."""
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["error"] == code, body
-    assert isinstance(body["message"], str)
-    assert body["message"]
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    assert body["documentation_url"].endswith("/docs/errors.md#" + code.replace("_", "-"))
-    return body
 
 
 async def discover(agent: Agent, **params: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
@@ -11,21 +10,7 @@ import trio.testing
 
 from backchannel.http.app import create_app
 from backchannel.runtime.service import open_runtime
-from tests.conftest import Agent, Server, test_settings
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The standard error envelope of contract §3.1, with exact status and code."""
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["error"] == code, body
-    assert isinstance(body["message"], str)
-    assert body["message"]
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    assert body["documentation_url"].endswith("/docs/errors.md#" + code.replace("_", "-"))
-    for header in ("X-Idempotent-Replay", "X-Idempotency-Source", "X-RateLimit-Remaining"):
-        assert header not in response.headers, header
-    return body
+from tests.conftest import Agent, Server, assert_error, test_settings
 
 
 async def contents(agent: Agent, channel: str) -> list[str]:

@@ -3,43 +3,14 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
-from tests.conftest import Server, start_server, test_settings
+from tests.conftest import Server, assert_error, serving
 
 KEY_RE = re.compile(r"^(bck_[A-Za-z0-9_-]{12})\.[A-Za-z0-9_-]{32}$")
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The standard error envelope of contract §3.1, with exact status and code."""
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["error"] == code, body
-    assert isinstance(body["message"], str)
-    assert body["message"]
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    uuid.UUID(body["request_id"])
-    assert body["documentation_url"].endswith("/docs/errors.md#" + code.replace("_", "-"))
-    assert "X-RateLimit-Remaining" not in response.headers
-    return body
-
-
-@asynccontextmanager
-async def serving(nursery: trio.Nursery, tmp_path: Path, **changes: Any) -> AsyncIterator[Server]:
-    settings = test_settings(tmp_path / "data", **changes)
-    running = await start_server(nursery, settings)
-    try:
-        async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
-            yield Server(running.url, http, settings)
-    finally:
-        await running.stopped()
 
 
 async def test_mint_returns_a_permanent_key(server: Server) -> None:

@@ -17,32 +17,7 @@ import trio.testing
 
 from backchannel.http.app import create_app
 from backchannel.runtime.service import open_runtime
-from tests.conftest import Server, start_server, test_settings
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The standard error envelope of contract §3.1, with exact status and code."""
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["error"] == code, body
-    assert isinstance(body["message"], str)
-    assert body["message"]
-    assert body["request_id"] == response.headers["X-Request-Id"]
-    assert body["documentation_url"].endswith("/docs/errors.md#" + code.replace("_", "-"))
-    assert "X-RateLimit-Remaining" not in response.headers
-    return body
-
-
-@asynccontextmanager
-async def serving(nursery: trio.Nursery, tmp_path: Path, **changes: Any) -> AsyncIterator[Server]:
-    settings = test_settings(tmp_path / "data", **changes)
-    running = await start_server(nursery, settings)
-    try:
-        async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
-            yield Server(running.url, http, settings)
-    finally:
-        await running.stopped()
-
+from tests.conftest import Server, assert_error, serving, test_settings
 
 # -- per-key rate limit ------------------------------------------------------------
 

@@ -9,8 +9,6 @@ measured with ``trio.current_time`` and every wait is bounded by
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +16,9 @@ import httpx
 import trio
 import trio.testing
 
-from tests.conftest import Agent, Server, start_server, test_settings
+from tests.conftest import Agent, Server, serving
 
 CUSHION = 0.02
-
-
-@asynccontextmanager
-async def serving(nursery: trio.Nursery, tmp_path: Path, **changes: Any) -> AsyncIterator[Server]:
-    settings = test_settings(tmp_path / "data", **changes)
-    running = await start_server(nursery, settings)
-    try:
-        async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
-            yield Server(running.url, http, settings)
-    finally:
-        await running.stopped()
 
 
 class Waiter:
