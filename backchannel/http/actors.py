@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from quart_trio import QuartTrio
-
 from backchannel.core import errors
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, Result
 from backchannel.http.views import actor_view
 
 
-def register(app: QuartTrio, api: Api) -> None:
+def register(api: Api) -> None:
     settings = api.settings
     hub = api.hub
 
-    @app.route("/v1/actors", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/actors", mutating=True)
     async def create_actor(call: Call) -> Result:
         body = await call.json()
         name = fields.required_string(body, "name", max_chars=settings.max_name_chars)
@@ -24,8 +21,7 @@ def register(app: QuartTrio, api: Api) -> None:
         actor_id = await hub.create_actor(call.auth, name, description or "", metadata)
         return 201, actor_view(hub.world.actors[actor_id])
 
-    @app.route("/v1/actors/<identifier>", methods=["GET"])
-    @api.endpoint()
+    @api.route("GET", "/v1/actors/<identifier>")
     async def get_actor(call: Call, identifier: str) -> Result:
         actor = hub.world.find_actor(identifier)
         if actor is None:

@@ -1,4 +1,8 @@
-"""The quart-trio application: routes plus the handlers that keep every
+"""The quart-trio application: the API lane in front, Quart behind it.
+
+The JSON API runs in :meth:`Api.lane`, installed as Quart's ``asgi_app``
+middleware. Quart serves what the lane does not route: the agent docs, CORS
+preflight, and every unknown path or method, with handlers that keep each
 answer in our envelope (stack-notes pitfall 5: Quart's own error pages are
 HTML, and a known path with the wrong method must be 404 ``not_found``)."""
 
@@ -9,19 +13,22 @@ import uuid
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from backchannel import __version__, agent_docs
 from backchannel.core.errors import ApiError
 from backchannel.http import actors, channels, keys, messages, tasks
-from backchannel.http.api import DRAIN_FACTOR, Api, Call, Result, body_too_large
+from backchannel.http.api import Api, Call, Reply, Result
+from backchannel.http.api import dumps as api_dumps
+from backchannel.http.request import DRAIN_FACTOR, Request, body_too_large
 from backchannel.runtime.hub import Hub
 
-_CORS = {
-    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Content-Type, X-API-Key, Idempotency-Key, X-Admin-Token",
-    "Access-Control-Max-Age": "86400",
-}
+_CORS = [
+    (b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS"),
+    (b"access-control-allow-headers", b"Content-Type, X-API-Key, Idempotency-Key, X-Admin-Token"),
+    (b"access-control-max-age", b"86400"),
+]
 
 
 def create_app(hub: Hub) -> QuartTrio:
@@ -34,14 +41,10 @@ def create_app(hub: Hub) -> QuartTrio:
     api = Api(hub, settings)
     app.extensions["backchannel"] = api
 
-    keys.register(app, api)
-    channels.register(app, api)
-    messages.register(app, api)
-    actors.register(app, api)
-    tasks.register(app, api)
+    for routes in (keys, channels, messages, actors, tasks):
+        routes.register(api)
 
-    @app.route("/health", methods=["GET"])
-    @api.endpoint(auth=False)
+    @api.route("GET", "/health", auth=False)
     async def health(call: Call) -> Result:
         started = trio.current_time()
         await trio.lowlevel.checkpoint()
@@ -53,61 +56,70 @@ def create_app(hub: Hub) -> QuartTrio:
             "version": __version__,
             "instance_kind": settings.instance_kind,
             "public_minting_enabled": api.public_minting_enabled,
-            "status_url": f"{api.base_url()}/docs/reliability.md",
+            "status_url": f"{api.base_url(call.request)}/docs/reliability.md",
             "max_content_bytes": settings.max_message_bytes,
         }
 
     @app.route("/llms.txt", methods=["GET"])
     async def llms() -> Response:
-        return _text(api, agent_docs.llms_txt(api.base_url()), "text/plain; charset=utf-8")
+        text = agent_docs.llms_txt(api.base_url(_current()))
+        return await _text(api, text, "text/plain; charset=utf-8")
 
     @app.route("/docs/errors.md", methods=["GET"])
     async def errors_doc() -> Response:
-        return _text(api, agent_docs.errors_md(), "text/markdown; charset=utf-8")
+        return await _text(api, agent_docs.errors_md(), "text/markdown; charset=utf-8")
 
     @app.route("/<path:anything>", methods=["OPTIONS"])
     async def preflight(anything: str) -> Response:
-        adapter = app.url_map.bind("localhost")
         path = "/" + anything
-        known = any(
-            _matches(adapter, path, method) for method in ("GET", "POST", "PATCH", "DELETE", "PUT")
-        )
-        request_id = str(uuid.uuid4())
-        if not known:
-            return _not_found(api, request_id)
-        headers = api.headers(request_id, 204)
-        headers.update(_CORS)
-        return Response(b"", status=204, headers=headers)
+        if not (api.router.knows(path) or path in _QUART_PATHS):
+            return _not_found(api)
+        return _response(api, Reply(204, b"", _CORS), None)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        request_id = str(uuid.uuid4())
         if isinstance(exc, NotFound | MethodNotAllowed):
-            return _not_found(api, request_id)
+            return _not_found(api)
         if exc.code == 413:
             error = body_too_large(settings.max_body_bytes)
         else:
             status = exc.code or 400
             error = ApiError(status, "bad_request", exc.description or "Bad request")
-        return api.error_response(request_id, error)
+        request_id = str(uuid.uuid4())
+        return _response(api, api.error_reply(_current(), request_id, error), request_id)
 
+    app.asgi_app = api.lane(app.asgi_app)  # type: ignore[method-assign,assignment]
     return app
 
 
-def _matches(adapter: object, path: str, method: str) -> bool:
-    try:
-        adapter.match(path, method=method)  # type: ignore[attr-defined]
-    except HTTPException:
-        return False
-    return True
+_QUART_PATHS = frozenset(("/llms.txt", "/docs/errors.md"))
 
 
-def _text(api: Api, text: str, content_type: str) -> Response:
-    headers = api.headers(str(uuid.uuid4()), 200)
-    return Response(text.encode(), status=200, headers=headers, content_type=content_type)
+def _current() -> Request:
+    """The lane's view of Quart's current request."""
+    return Request(request.scope, None)
 
 
-def _not_found(api: Api, request_id: str) -> Response:
+def _response(
+    api: Api, reply: Reply, request_id: str | None, content_type: str = "application/json"
+) -> Response:
+    """A Quart response with the same common headers as the lane's answers."""
+    request_id = request_id or str(uuid.uuid4())
+    headers = [*api.headers(_current(), request_id, reply.status), *reply.extra]
+    return Response(
+        reply.body,
+        status=reply.status,
+        headers=Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]),
+        content_type=content_type,
+    )
+
+
+async def _text(api: Api, text: str, content_type: str) -> Response:
+    return _response(api, Reply(200, text.encode(), []), None, content_type)
+
+
+def _not_found(api: Api) -> Response:
     """The route-miss body is plain ``{error, message}`` (contract §3.1)."""
     message = f"No route for {request.method} {request.path}"
-    return api.json_response(request_id, 404, {"error": "not_found", "message": message})
+    body = api_dumps({"error": "not_found", "message": message})
+    return _response(api, Reply(404, body, []), None)

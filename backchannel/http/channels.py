@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import request
-from quart_trio import QuartTrio
-
 from backchannel.core import errors
 from backchannel.core.errors import ApiError
 from backchannel.core.records import BROADCAST, CLAIMABLE, OPEN, RESTRICTED
@@ -84,20 +81,18 @@ def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[
     return spec, related
 
 
-def register(app: QuartTrio, api: Api) -> None:
+def register(api: Api) -> None:
     hub = api.hub
 
-    @app.route("/v1/channels", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/channels", mutating=True)
     async def create_channel(call: Call) -> Result:
         spec, related = _channel_spec(await call.json(), api)
         state = await hub.create_channel(call.auth, spec, related)
         return 201, channel_view(state.config, hub.world)
 
-    @app.route("/v1/channels", methods=["GET"])
-    @api.endpoint()
+    @api.route("GET", "/v1/channels")
     async def discover(call: Call) -> Result:
-        args = request.args
+        args = call.query
         limit = fields.query_limit(args.get("limit"), strict=False)
         raw_cursor = args.get("cursor") or args.get("since")
         before = parse_ts(raw_cursor) if raw_cursor and raw_cursor != "0" else None
@@ -112,8 +107,7 @@ def register(app: QuartTrio, api: Api) -> None:
         next_cursor = page[-1]["created_at"] if len(page) == limit else None
         return 200, {"data": page, "limit": limit, "next_cursor": next_cursor}
 
-    @app.route("/v1/channels/<identifier>", methods=["GET"])
-    @api.endpoint()
+    @api.route("GET", "/v1/channels/<identifier>")
     async def get_channel(call: Call, identifier: str) -> Result:
         state = hub.world.resolve_channel(identifier, call.auth)
         return 200, channel_view(state.config, hub.world)

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from quart import request
-from quart_trio import QuartTrio
-
 from backchannel.core.errors import ApiError
 from backchannel.http.api import Api, Call, Result
 
 
-def register(app: QuartTrio, api: Api) -> None:
+def register(api: Api) -> None:
     settings = api.settings
     hub = api.hub
 
-    @app.route("/v1/keys", methods=["POST"])
-    @api.endpoint(auth=False)
+    @api.route("POST", "/v1/keys", auth=False)
     async def mint_key(call: Call) -> Result:
         if not api.public_minting_enabled:
             raise ApiError(403, "minting_closed", "Public key minting is disabled on this instance")
-        allowed, _ = api.mint_limiter.hit(request.remote_addr or "unknown")
+        allowed, _ = api.mint_limiter.hit(call.request.remote_addr or "unknown")
         if not allowed:
             raise ApiError(
                 429,
@@ -41,8 +37,7 @@ def register(app: QuartTrio, api: Api) -> None:
             "rate_limit_window_seconds": settings.rate_limit_window,
         }
 
-    @app.route("/v1/keys/me", methods=["GET"])
-    @api.endpoint()
+    @api.route("GET", "/v1/keys/me")
     async def key_me(call: Call) -> Result:
         key = call.auth
         return 200, {
@@ -55,8 +50,7 @@ def register(app: QuartTrio, api: Api) -> None:
             "rate_limit_window_seconds": settings.rate_limit_window,
         }
 
-    @app.route("/v1/keys/me", methods=["DELETE"])
-    @api.endpoint(mutating=True)
+    @api.route("DELETE", "/v1/keys/me", mutating=True)
     async def revoke_key(call: Call) -> Result:
         key = call.auth
         await hub.revoke_key(key)

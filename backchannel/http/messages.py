@@ -5,9 +5,10 @@ channel actor, which wakes its parked readers (a slice at a time) right
 after it applies a post. Before parking, the reader checks that the
 channel's state version is still the one its empty page was read at, with
 no ``await`` between that check and the park, so no wake-up can be lost.
-Cancellation (client gone, ``wait`` elapsed) leaves nothing behind: the
-parking lot drops a cancelled waiter, and its two counters are restored in
-``finally``.
+A parked reader watches its connection: a client that leaves is dropped
+from the parking lot at once and answered nothing. Cancellation (client
+gone, ``wait`` elapsed) leaves nothing behind: the parking lot drops a
+cancelled waiter, and its two counters are restored in ``finally``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import trio
-from quart import request
-from quart_trio import QuartTrio
 
 from backchannel.core.errors import ApiError
 from backchannel.core.records import Message
@@ -80,7 +79,7 @@ class PageBodies:
             entry[1][key] = body
 
 
-def register(app: QuartTrio, api: Api) -> None:
+def register(api: Api) -> None:
     hub = api.hub
     settings = api.settings
     bodies = PageBodies()
@@ -99,8 +98,7 @@ def register(app: QuartTrio, api: Api) -> None:
     def view(message: Message, actor: ChannelActor) -> dict[str, Any]:
         return message_view(message, actor.channel_id, hub.clock.now())
 
-    @app.route("/v1/channels/<identifier>/messages", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/channels/<identifier>/messages", mutating=True)
     async def post_message(call: Call, identifier: str) -> Result:
         body = await call.json()
         content = fields.content(body, settings.max_message_bytes)
@@ -114,10 +112,9 @@ def register(app: QuartTrio, api: Api) -> None:
         )
         return 201, {"message": view(message, actor), "next_cursor": message_cursor(message.seq)}
 
-    @app.route("/v1/channels/<identifier>/messages", methods=["GET"])
-    @api.endpoint()
+    @api.route("GET", "/v1/channels/<identifier>/messages")
     async def list_messages(call: Call, identifier: str) -> Result:
-        args = request.args
+        args = call.query
         cursor, since = args.get("cursor"), args.get("since")
         raw = cursor if cursor is not None else since
         limit = fields.query_limit(args.get("limit"))
@@ -150,8 +147,7 @@ def register(app: QuartTrio, api: Api) -> None:
             hub.parked += 1
             actor.waiters += 1
             try:
-                with trio.move_on_at(deadline):
-                    await actor.park()
+                await call.request.park(actor.park, deadline)
             finally:
                 hub.parked -= 1
                 actor.waiters -= 1
@@ -168,10 +164,9 @@ def register(app: QuartTrio, api: Api) -> None:
         )
         return 200, RawJSON(body), headers
 
-    @app.route("/v1/channels/<identifier>/history", methods=["GET"])
-    @api.endpoint()
+    @api.route("GET", "/v1/channels/<identifier>/history")
     async def history(call: Call, identifier: str) -> Result:
-        args = request.args
+        args = call.query
         limit = fields.query_limit(args.get("limit"))
         raw = args.get("cursor") or args.get("since")
         before_seq = _seq_cursor(raw, HISTORY_CURSOR)
@@ -182,15 +177,13 @@ def register(app: QuartTrio, api: Api) -> None:
         next_cursor = history_cursor(entries[-1].message.seq) if entries else None
         return 200, {"data": data, "limit": limit, "next_cursor": next_cursor}
 
-    @app.route("/v1/messages/<message_id>", methods=["DELETE"])
-    @api.endpoint(mutating=True)
+    @api.route("DELETE", "/v1/messages/<message_id>", mutating=True)
     async def retract(call: Call, message_id: str) -> Result:
         actor = hub.message_actor(message_id)
         await actor.call(actor.cmd_retract, call.auth, message_id)
         return 200, {"status": "retracted"}
 
-    @app.route("/v1/messages/<message_id>/claim", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/messages/<message_id>/claim", mutating=True)
     async def claim(call: Call, message_id: str) -> Result:
         body = await call.json()
         acting = _acting(body)
@@ -199,8 +192,7 @@ def register(app: QuartTrio, api: Api) -> None:
         result = await actor.call(actor.cmd_claim, call.auth, message_id, acting, None)
         return 200, {"status": result.status, "message": view(result.message, actor)}
 
-    @app.route("/v1/messages/<message_id>/claim-with-lease", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/messages/<message_id>/claim-with-lease", mutating=True)
     async def claim_with_lease(call: Call, message_id: str) -> Result:
         body = await call.json()
         lease = lease_us(body)
@@ -215,24 +207,21 @@ def register(app: QuartTrio, api: Api) -> None:
             "message": view(result.message, actor),
         }
 
-    @app.route("/v1/leases/<lease_token>/heartbeat", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/leases/<lease_token>/heartbeat", mutating=True)
     async def heartbeat(call: Call, lease_token: str) -> Result:
         lease = lease_us(await call.json())
         actor, message_id = hub.lease_actor(lease_token)
         expires = await actor.call(actor.cmd_heartbeat, call.auth, lease_token, message_id, lease)
         return 200, {"lease_token": lease_token, "expires_at": format_ts(expires)}
 
-    @app.route("/v1/messages/<message_id>/release", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/messages/<message_id>/release", mutating=True)
     async def release(call: Call, message_id: str) -> Result:
         acting = _acting(await call.json())
         actor = hub.message_actor(message_id)
         message = await actor.call(actor.cmd_release, call.auth, message_id, acting)
         return 200, {"status": "released", "message": view(message, actor)}
 
-    @app.route("/v1/messages/<message_id>/ack", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/messages/<message_id>/ack", mutating=True)
     async def ack(call: Call, message_id: str) -> Result:
         body = await call.json()
         acting = _acting(body)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from quart_trio import QuartTrio
-
 from backchannel.core import errors
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, Result
 from backchannel.http.views import message_view
 
 
-def register(app: QuartTrio, api: Api) -> None:
+def register(api: Api) -> None:
     hub = api.hub
     settings = api.settings
 
-    @app.route("/v1/tasks/claim", methods=["POST"])
-    @api.endpoint(mutating=True)
+    @api.route("POST", "/v1/tasks/claim", mutating=True)
     async def claim_next(call: Call) -> Result:
         """Claim the channel's oldest unclaimed message in one atomic step."""
         body = await call.json()
