@@ -11,14 +11,14 @@ percentage measures.
 It is served the way the real server serves itself: one process,
 ``hypercorn.trio.serve`` with a ``shutdown_trigger`` on SIGTERM/SIGINT, and
 the same Config settings as ``backchannel/http/server.py``
-(``hypercorn_config``; see also ``/work/shared/stack-notes.md``):
+(``hypercorn_config``; see also the team's stack notes):
 ``read_timeout`` and ``keep_alive_timeout`` 60 s (above the 30 s long-poll
 cap), a large ``keep_alive_max_requests``, ``backlog`` = ``somaxconn``,
-``graceful_timeout`` 5 s, no access log. The real server also replaces
-hypercorn's per-request keep-alive timer (``_use_read_timeout_only`` in
-``backchannel/http/server.py``, ~20 % of a small request's cost); the floor
-applies that same function when it can import it, so the floor stays a
-floor. ``--stock-hypercorn`` serves with unmodified hypercorn instead.
+``graceful_timeout`` 5 s, no access log. The real server also makes hypercorn cheaper per request
+(``tune_hypercorn`` in ``backchannel/http/hypercorn_tuning.py``: no
+per-request keep-alive timer, one write per response); the floor applies
+that same function when it can import it, so the floor stays a floor.
+``--stock-hypercorn`` serves with unmodified hypercorn instead.
 ``GET /health`` reports which (``"hypercorn": "as-server"|"stock"``).
 
 Usage: ``python tools/floor_app.py --port 8099``. ``GET /health`` answers 200
@@ -90,10 +90,10 @@ def adopt_server_hypercorn_tweaks() -> bool:
     """Apply the real server's hypercorn adjustment; False if it cannot be imported."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     try:
-        from backchannel.http.server import _use_read_timeout_only
+        from backchannel.http.hypercorn_tuning import tune_hypercorn
     except ImportError:
         return False
-    _use_read_timeout_only()
+    tune_hypercorn()
     return True
 
 

@@ -22,6 +22,7 @@ from backchannel.core.records import Message
 from backchannel.core.timefmt import US_PER_SECOND, format_ts, parse_ts
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, RawJSON, Result, dumps
+from backchannel.http.request import Disconnected
 from backchannel.http.views import (
     HISTORY_CURSOR,
     MESSAGE_CURSOR,
@@ -147,7 +148,8 @@ def register(api: Api) -> None:
             hub.parked += 1
             actor.waiters += 1
             try:
-                await call.request.park(actor.park, deadline)
+                if not await actor.park(deadline, call.request.wait_disconnect):
+                    raise Disconnected
             finally:
                 hub.parked -= 1
                 actor.waiters -= 1

@@ -9,9 +9,7 @@ route actually asks for.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
-
-import trio
+from urllib.parse import unquote_to_bytes
 
 from backchannel.core.errors import ApiError
 
@@ -24,6 +22,22 @@ class Disconnected(Exception):
 
 def body_too_large(cap: int) -> ApiError:
     return ApiError(413, "body_too_large", f"Request body exceeds {cap} bytes", max_body_bytes=cap)
+
+
+def _text(raw: bytes) -> str:
+    if b"%" in raw or b"+" in raw:
+        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+    return raw.decode("utf-8", "replace")
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    """``a=1&b=x+y`` as a dict, first value wins; what ``parse_qsl`` does, faster."""
+    query: dict[str, str] = {}
+    for part in raw.split(b"&"):
+        if part:
+            name, _, value = part.partition(b"=")
+            query.setdefault(_text(name), _text(value))
+    return query
 
 
 class Request:
@@ -64,11 +78,7 @@ class Request:
     def query(self) -> dict[str, str]:
         """Query parameters, first value wins; ``+`` is a space (stack-notes pitfall 7)."""
         if self._query is None:
-            raw = self.scope.get("query_string", b"").decode("utf-8", "replace")
-            query: dict[str, str] = {}
-            for name, value in parse_qsl(raw, keep_blank_values=True, errors="replace"):
-                query.setdefault(name, value)
-            self._query = query
+            self._query = parse_query(self.scope.get("query_string", b""))
         return self._query
 
     @property
@@ -121,25 +131,3 @@ class Request:
         """Return once the client has gone (any unread body is dropped)."""
         while (await self.receive())["type"] != "http.disconnect":
             pass
-
-    async def park(self, parker: Any, deadline: float) -> None:
-        """``await parker()`` until it returns, ``deadline`` passes or the client leaves.
-
-        Raises:
-            Disconnected: the client left while parked.
-        """
-        gone = False
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                nonlocal gone
-                await self.wait_disconnect()
-                gone = True
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            with trio.move_on_at(deadline):
-                await parker()
-            nursery.cancel_scope.cancel()
-        if gone:
-            raise Disconnected

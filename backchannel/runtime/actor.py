@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import outcome
@@ -83,7 +85,7 @@ class ChannelActor:
         self.state = state
         self.channel_id = state.config.id
         self._send, self._receive = trio.open_memory_channel[Command](hub.settings.inbox_size)
-        self._lot = trio.lowlevel.ParkingLot()
+        self._parked: dict[trio.CancelScope, None] = {}  # FIFO: oldest waiter first
         self._wake_pending = False
         self._waking = False
         self.waiters = 0
@@ -179,20 +181,53 @@ class ChannelActor:
 
     # -- long-poll waiters ------------------------------------------------------
 
-    async def park(self) -> None:
+    async def park(
+        self,
+        deadline: float = math.inf,
+        watch: Callable[[], Awaitable[object]] | None = None,
+    ) -> bool:
         """Wait for the next change that may make new messages visible.
+
+        Returns True once woken or at ``deadline``. While parked, the task
+        itself runs ``watch()`` (a long-poll waits for its client to leave):
+        if that returns first, the park ends with False. Parking is one
+        cancel scope in a FIFO dict and no extra task: waking cancels the
+        scope, and a long-poll costs nothing more than its handler.
 
         Cancellation-safe: a cancelled waiter leaves the lot at once. The
         caller must have checked, with no ``await`` in between, that
         ``state.version`` is still the one its empty page was read at.
         """
-        await self._lot.park()
+        scope = trio.CancelScope(deadline=deadline)
+        self._parked[scope] = None
+        try:
+            with scope:
+                if watch is None:
+                    await trio.sleep_forever()
+                await watch()
+                return False
+            return True
+        finally:
+            self._parked.pop(scope, None)
+
+    @property
+    def parked(self) -> int:
+        """Tasks parked right now (long-polls and any other waiters)."""
+        return len(self._parked)
 
     def _notify_waiters(self) -> None:
         self._wake_pending = True
-        if not self._waking and self._lot:
+        if not self._waking and self._parked:
             self._waking = True
             self.hub.spawn(self._wake_in_slices)
+
+    def _unpark(self, count: int) -> int:
+        """Wake the ``count`` oldest parked tasks; returns how many were woken."""
+        woken = list(islice(self._parked, count))
+        for scope in woken:
+            del self._parked[scope]
+            scope.cancel()
+        return len(woken)
 
     async def _wake_in_slices(self) -> None:
         """Unpark everyone who was parked, ``WAKE_SLICE`` at a time.
@@ -206,9 +241,9 @@ class ChannelActor:
         try:
             while self._wake_pending:
                 self._wake_pending = False
-                remaining = len(self._lot)
+                remaining = len(self._parked)
                 while remaining > 0:
-                    woken = len(self._lot.unpark(count=min(WAKE_SLICE, remaining)))
+                    woken = self._unpark(min(WAKE_SLICE, remaining))
                     remaining -= WAKE_SLICE
                     if remaining > 0 and woken:
                         for _ in range(SLICE_SWEEPS):
@@ -218,7 +253,7 @@ class ChannelActor:
 
     def wake_all(self) -> None:
         """Wake every parked long-poll waiter (used at shutdown)."""
-        self._lot.unpark_all()
+        self._unpark(len(self._parked))
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(

@@ -73,7 +73,7 @@ def records(hub: Hub, kind: str, message_id: str | None = None) -> list[list[Any
 
 
 def parked_in_lot(actor: ChannelActor) -> int:
-    return actor._lot.statistics().tasks_waiting
+    return actor.parked
 
 
 async def long_poll(

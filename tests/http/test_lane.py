@@ -1,0 +1,103 @@
+"""The API lane's own parts: routing, query parsing, hypercorn tuning."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import pytest
+from hypercorn.protocol.h11 import H11Protocol
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backchannel.http.hypercorn_tuning import tune_hypercorn
+from backchannel.http.request import parse_query
+from backchannel.http.router import Router
+
+
+def make_router() -> Router[str]:
+    router: Router[str] = Router()
+    router.add("GET", "/v1/keys/me", "me")
+    router.add("DELETE", "/v1/keys/me", "revoke")
+    router.add("GET", "/v1/channels/<identifier>", "channel")
+    router.add("POST", "/v1/channels/<identifier>/messages", "post")
+    router.add("GET", "/v1/channels/<identifier>/messages", "list")
+    router.add("POST", "/v1/messages/<message_id>/ack", "ack")
+    router.add("POST", "/v1/leases/<lease_token>/heartbeat", "heartbeat")
+    return router
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/v1/keys/me", ("me", {})),
+        ("DELETE", "/v1/keys/me", ("revoke", {})),
+        ("GET", "/v1/channels/abc", ("channel", {"identifier": "abc"})),
+        ("POST", "/v1/channels/a b/messages", ("post", {"identifier": "a b"})),
+        ("GET", "/v1/channels/x/messages", ("list", {"identifier": "x"})),
+        ("POST", "/v1/messages/m1/ack", ("ack", {"message_id": "m1"})),
+        ("POST", "/v1/leases/t/heartbeat", ("heartbeat", {"lease_token": "t"})),
+    ],
+)
+def test_routes_match_with_their_parameters(
+    method: str, path: str, expected: tuple[str, dict[str, str]]
+) -> None:
+    assert make_router().match(method, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/keys/me"),  # known path, other method
+        ("GET", "/v1/channels/"),  # a parameter is never empty
+        ("GET", "/v1/channels//messages"),
+        ("GET", "/v1/channels/a/b"),  # a parameter never spans a slash
+        ("POST", "/v1/messages/m1/nack"),
+        ("GET", "/v1/keys/me/"),
+        ("GET", "/"),
+    ],
+)
+def test_misses(method: str, path: str) -> None:
+    assert make_router().match(method, path) is None
+
+
+def test_knows_paths_whatever_the_method() -> None:
+    router = make_router()
+    assert router.knows("/v1/keys/me")
+    assert router.knows("/v1/messages/m1/ack")
+    assert not router.knows("/v1/messages/m1")
+    assert sorted(router)[:2] == [("DELETE", "/v1/keys/me"), ("GET", "/v1/channels/<identifier>")]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"a=1&b=x+y&a=2",
+        b"since=2026-01-01T00:00:00+00:00&wait=30",
+        b"x=%E2%9C%93&&y",
+        b"c=%zz&d=%2B&e=%",
+        b"=v&k=",
+        b"name=%FF%FE",
+    ],
+)
+def test_query_parsing_agrees_with_the_standard_library(raw: bytes) -> None:
+    expected: dict[str, str] = {}
+    for name, value in parse_qsl(raw.decode(), keep_blank_values=True, errors="replace"):
+        expected.setdefault(name, value)
+    assert parse_query(raw) == expected
+
+
+@given(st.text(alphabet="ab=&+%2Fé ", max_size=30))
+def test_query_parsing_agrees_on_any_text(text: str) -> None:
+    raw = text.encode()
+    expected: dict[str, str] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+        expected.setdefault(name, value)
+    assert parse_query(raw) == expected
+
+
+def test_tuning_hypercorn_twice_installs_each_patch_once() -> None:
+    tune_hypercorn()
+    installed = H11Protocol.stream_send
+    tune_hypercorn()
+    assert H11Protocol.stream_send is installed
+    assert getattr(installed, "coalesces", False)
