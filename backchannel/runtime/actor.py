@@ -216,9 +216,12 @@ class ChannelActor:
         return len(self._parked)
 
     def _notify_waiters(self) -> None:
-        self._wake_pending = True
-        if not self._waking and self._parked:
-            self._waking = True
+        if self._waking:
+            self._wake_pending = True
+        elif len(self._parked) <= WAKE_SLICE:
+            self._unpark(WAKE_SLICE)  # a small fan-out wakes at once, no task hop
+        else:
+            self._wake_pending = self._waking = True
             self.hub.spawn(self._wake_in_slices)
 
     def _unpark(self, count: int) -> int:
