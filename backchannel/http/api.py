@@ -201,7 +201,8 @@ class Api:
         if status == 429:
             headers.append(self._retry_after)
         proto = request.header(b"x-forwarded-proto")
-        if proto is not None and proto.split(b",")[0].strip() == b"https":
+        forwarded_https = proto is not None and proto.split(b",")[0].strip() == b"https"
+        if forwarded_https or request.scheme == "https":
             headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
         if request.must_close:
             headers.append((b"connection", b"close"))

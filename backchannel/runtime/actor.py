@@ -56,7 +56,46 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WAKE_SLICE = 500  # waiters woken per step of a fan-out
 SLICE_SWEEPS = 8  # run-queue sweeps a slice gets to answer before the next one wakes
-Command = tuple[Callable[..., tuple[Any, int]], tuple[Any, ...], trio.MemorySendChannel[Any]]
+
+
+class _Reply:
+    """The one answer to one command: a single-use rendezvous, no channel.
+
+    The actor ``deliver``s exactly once. The caller ``wait``s once, after
+    its command is queued; if the answer is already there it takes it, else
+    it sleeps until the actor reschedules it. A caller cancelled while
+    waiting abandons the reply and the actor's answer goes nowhere.
+    """
+
+    __slots__ = ("_abandoned", "_result", "_task")
+
+    def __init__(self) -> None:
+        self._result: outcome.Outcome[Any] | None = None
+        self._task: trio.lowlevel.Task | None = None
+        self._abandoned = False
+
+    def deliver(self, result: outcome.Outcome[Any]) -> None:
+        self._result = result
+        if self._task is not None and not self._abandoned:
+            task, self._task = self._task, None
+            trio.lowlevel.reschedule(task, outcome.Value(result))
+
+    async def wait(self) -> outcome.Outcome[Any]:
+        if self._result is not None:
+            await trio.lowlevel.checkpoint()
+            return self._result
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._abandoned = True
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: outcome.Outcome[Any] = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
+
+Command = tuple[Callable[..., tuple[Any, int]], tuple[Any, ...], _Reply]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +145,18 @@ class ChannelActor:
                         return
                     self._expire()
                     self._execute(command)
+                    # what queued meanwhile runs in the same step, no re-arm per command
+                    while (queued := self._next_queued()) is not None:
+                        self._execute(queued)
                     # a command may bring the next deadline closer: loop to re-arm
                     continue
                 self._expire()
+
+    def _next_queued(self) -> Command | None:
+        try:
+            return self._receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return None  # EndOfChannel: the next receive() sees it and ends the loop
 
     def close(self) -> None:
         """Ask the loop to finish once queued commands are done."""
@@ -121,14 +169,12 @@ class ChannelActor:
             ApiError: the command was refused; nothing changed.
             JournalFailed: the change could not be made durable.
         """
-        reply_send, reply_receive = trio.open_memory_channel[Any](1)
-        with reply_receive:
-            try:
-                await self._send.send((fn, args, reply_send))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                raise ApiError(503, "unavailable", "The server is shutting down") from None
-            result = await reply_receive.receive()
-        value, seq = result.unwrap()
+        reply = _Reply()
+        try:
+            await self._send.send((fn, args, reply))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ApiError(503, "unavailable", "The server is shutting down") from None
+        value, seq = (await reply.wait()).unwrap()
         await settle(self.hub.journal, seq)
         return value  # type: ignore[no-any-return]
 
@@ -141,10 +187,7 @@ class ChannelActor:
         except Exception as exc:
             log.exception("command %s failed in channel %s", fn.__name__, self.channel_id)
             result = outcome.Error(exc)
-        try:
-            reply.send_nowait(result)
-        except trio.BrokenResourceError:
-            pass  # the caller went away; the command's effect stands
+        reply.deliver(result)  # a caller that went away is not told; the effect stands
 
     def _expire(self) -> None:
         events = self.state.due_events(self.hub.clock.now())
