@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -98,59 +99,92 @@ def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
     H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
 
 
-def _coalesce_response_writes() -> None:
-    """Write a whole HTTP/1.1 response with one ``send_all``.
+def _whole_responses_in_one_step() -> None:
+    """Send a complete HTTP/1.1 response in one step and one ``send_all``.
 
-    Stock hypercorn serializes the status line and headers, each body chunk
-    and the end of the message as separate h11 events, and writes each one
+    Stock hypercorn turns an ASGI response into four protocol events (start,
+    body, end, close), each dispatched through the h11 protocol and written
     through the connection's send lock, a shielded cancel scope and a
-    syscall: three writes for a small JSON answer. Here the bytes of a
-    response are gathered and written once, at its end. Our answers are
-    complete bodies, never streams, so nothing waits on a held-back header.
+    syscall: three writes for a small JSON answer. Here the start of an
+    HTTP/1.1 response is held until its body arrives; a final body (the only
+    kind our answers have) is serialized with the start by h11 and written
+    once. Anything else (a streamed body, trailers, HTTP/2) replays the held
+    start and takes hypercorn's own path, so behaviour is unchanged.
+
+    The headers skip h11's per-header regexes (``_parsed``): every name and
+    value is bytes from the app (our constants, numbers, or request headers
+    h11 already validated; Quart's werkzeug headers) or from hypercorn.
     """
     from hypercorn.events import RawData
-    from hypercorn.protocol.events import Body, EndBody, Response
+    from hypercorn.protocol.events import StreamClosed
     from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+    from hypercorn.utils import suppress_body
 
-    if not hasattr(H11Protocol, "stream_send"):
-        raise RuntimeError("hypercorn changed: H11Protocol.stream_send is gone; review tuning")
-    stock_send = H11Protocol.stream_send
-    if getattr(stock_send, "coalesces", False):
+    if not hasattr(HTTPStream, "app_send") or not hasattr(H11Protocol, "stream_send"):
+        raise RuntimeError("hypercorn changed: HTTPStream.app_send is gone; review tuning")
+    stock_app_send = HTTPStream.app_send
+    if getattr(stock_app_send, "whole_responses", False):
         return  # already installed (one process may serve more than once)
 
-    def h11_bytes(self: Any, event: Any) -> bytes:
+    def h11_bytes(connection: h11.Connection, event: Any) -> bytes:
         try:
-            return bytes(self.connection.send(event) or b"")
+            return bytes(connection.send(event) or b"")
         except h11.LocalProtocolError:
-            if self.connection.their_state != h11.ERROR:
+            if connection.their_state != h11.ERROR:
                 raise
             return b""
 
-    async def stream_send(self: Any, event: Any) -> None:
-        if isinstance(event, Response) and event.status_code >= 200:
-            headers = [*event.headers, *self.config.response_headers("h11")]
-            if self.keep_alive_requests >= self.config.keep_alive_max_requests:
-                headers.append((b"connection", b"close"))
-            # _parsed: skip h11's per-header regexes. Every name and value here
-            # is bytes from hypercorn (which strips them) and comes from our
-            # constants, numbers, or request headers h11 already validated.
-            response = h11.Response(headers=headers, status_code=event.status_code, _parsed=True)
-            self._bc_pending = [h11_bytes(self, response)]
-        elif isinstance(event, Body) and getattr(self, "_bc_pending", None) is not None:
-            self._bc_pending.append(h11_bytes(self, h11.Data(data=event.data)))
-        elif isinstance(event, EndBody) and getattr(self, "_bc_pending", None) is not None:
-            pending = self._bc_pending
-            self._bc_pending = None
-            pending.append(h11_bytes(self, h11.EndOfMessage()))
-            await self.send(RawData(data=b"".join(pending)))
-        else:
-            await stock_send(self, event)
+    async def send_whole(stream: Any, start: Any, body: bytes) -> None:
+        protocol = stream.send.__self__
+        status = int(start["status"])
+        # ASGI headers are bytes; surrounding blanks are legal (optional whitespace)
+        headers = [*start.get("headers", ()), *protocol.config.response_headers("h11")]
+        if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
+            headers.append((b"connection", b"close"))
+        connection = protocol.connection
+        response = h11.Response(headers=headers, status_code=status, _parsed=True)
+        data = h11_bytes(connection, response)
+        if body and not suppress_body(stream.scope["method"], status):
+            data += h11_bytes(connection, h11.Data(data=body))
+        data += h11_bytes(connection, h11.EndOfMessage())
+        stream.response = start
+        stream.state = ASGIHTTPState.CLOSED
+        if data:
+            await protocol.send(RawData(data=data))
+        await stream.config.log.access(stream.scope, start, time.time() - stream.start_time)
+        await stream.send(StreamClosed(stream_id=stream.stream_id))
 
-    stream_send.coalesces = True  # type: ignore[attr-defined]
-    H11Protocol.stream_send = stream_send  # type: ignore[method-assign]
+    async def app_send(self: Any, message: Any) -> None:
+        held = getattr(self, "_bc_held_start", None)
+        if held is None:
+            if (
+                message is not None
+                and message["type"] == "http.response.start"
+                and self.state == ASGIHTTPState.REQUEST
+                and not message.get("trailers", False)
+                and isinstance(getattr(self.send, "__self__", None), H11Protocol)
+            ):
+                self._bc_held_start = message
+                return
+            await stock_app_send(self, message)
+            return
+        self._bc_held_start = None
+        if (
+            message is not None
+            and message["type"] == "http.response.body"
+            and not message.get("more_body", False)
+        ):
+            await send_whole(self, held, bytes(message.get("body", b"")))
+            return
+        await stock_app_send(self, held)
+        await stock_app_send(self, message)
+
+    app_send.whole_responses = True  # type: ignore[attr-defined]
+    HTTPStream.app_send = app_send  # type: ignore[method-assign]
 
 
 def tune_hypercorn() -> None:
     """Apply the patches that make hypercorn's trio worker cheaper per request."""
     _use_read_timeout_only()
-    _coalesce_response_writes()
+    _whole_responses_in_one_step()

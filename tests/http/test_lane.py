@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 import pytest
-from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -97,7 +97,7 @@ def test_query_parsing_agrees_on_any_text(text: str) -> None:
 
 def test_tuning_hypercorn_twice_installs_each_patch_once() -> None:
     tune_hypercorn()
-    installed = H11Protocol.stream_send
+    installed = HTTPStream.app_send
     tune_hypercorn()
-    assert H11Protocol.stream_send is installed
-    assert getattr(installed, "coalesces", False)
+    assert HTTPStream.app_send is installed
+    assert getattr(installed, "whole_responses", False)
