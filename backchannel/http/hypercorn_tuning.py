@@ -10,6 +10,7 @@ hypercorn cheaper (the benchmark's framework floor applies them too);
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import uuid
@@ -108,8 +109,10 @@ def _whole_responses_in_one_step() -> None:
     syscall: three writes for a small JSON answer. Here the start of an
     HTTP/1.1 response is held until its body arrives; a final body (the only
     kind our answers have) is serialized with the start by h11 and written
-    once. Anything else (a streamed body, trailers, HTTP/2) replays the held
-    start and takes hypercorn's own path, so behaviour is unchanged.
+    once, straight to the socket when it takes it all (the common case: no
+    send lock, cancel scope or trio socket wrapper per answer). Anything
+    else (a streamed body, trailers, HTTP/2) replays the held start and
+    takes hypercorn's own path, so behaviour is unchanged.
 
     The headers skip h11's per-header regexes (``_parsed``): every name and
     value is bytes from the app (our constants, numbers, or request headers
@@ -135,6 +138,25 @@ def _whole_responses_in_one_step() -> None:
                 raise
             return b""
 
+    def write_now(send: Any, data: bytes) -> bytes:
+        """Write ``data`` straight to the socket; return what it did not take.
+
+        Only when nobody holds the connection's send lock (so no write can
+        interleave) and the connection is a plain TCP socket; otherwise, or
+        on any error, everything is returned for hypercorn's own path, which
+        waits for the lock and the socket and handles a closed peer.
+        """
+        server = getattr(send, "__self__", None)
+        lock = getattr(server, "send_lock", None)
+        sock = getattr(getattr(server, "stream", None), "socket", None)
+        if lock is None or sock is None or lock.locked():
+            return data
+        try:
+            sent = os.write(sock.fileno(), data)
+        except OSError:
+            return data
+        return data[sent:]
+
     async def send_whole(stream: Any, start: Any, body: bytes) -> None:
         protocol = stream.send.__self__
         status = int(start["status"])
@@ -151,7 +173,9 @@ def _whole_responses_in_one_step() -> None:
         stream.response = start
         stream.state = ASGIHTTPState.CLOSED
         if data:
-            await protocol.send(RawData(data=data))
+            rest = write_now(protocol.send, data)
+            if rest:
+                await protocol.send(RawData(data=rest))
         await stream.config.log.access(stream.scope, start, time.time() - stream.start_time)
         await stream.send(StreamClosed(stream_id=stream.stream_id))
 

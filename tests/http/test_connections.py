@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -77,4 +78,53 @@ async def test_answers_given_before_the_body_is_read_do_not_stall_the_connection
         statuses = await trio.to_thread.run_sync(many_requests)
     assert statuses.count(201) == 150
     assert statuses.count(401) == 150
+    await running.stopped()
+
+
+async def test_an_answer_larger_than_the_socket_buffer_arrives_whole(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A page of several MB fills the socket: the part the first write leaves
+    goes through hypercorn's own path, in order, and the connection goes on."""
+    settings = test_settings(tmp_path, max_message_bytes=400_000, max_body_bytes=1_000_000)
+    running = await start_server(nursery, settings)
+    async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+        key = (await http.post("/v1/keys", json={"agent_label": "big"})).json()["key"]
+        headers = {"X-API-Key": key}
+        created = await http.post(
+            "/v1/channels", json={"name": "big", "mode": "broadcast"}, headers=headers
+        )
+        channel = created.json()["id"]
+        for n in range(30):
+            content = f"{n:02d}" + "x" * 399_000
+            posted = await http.post(
+                f"/v1/channels/{channel}/messages", json={"content": content}, headers=headers
+            )
+            assert posted.status_code == 201, posted.text
+    port = int(running.url.rsplit(":", 1)[1])
+    request = (
+        f"GET /v1/channels/{channel}/messages?limit=30 HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nX-API-Key: {key}\r\n\r\n"
+    ).encode()
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    with trio.fail_after(30):
+        for _ in range(2):  # the second answer proves the connection was left sound
+            await stream.send_all(request)
+            await trio.sleep(0.3)  # let the server fill the socket before we read
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive_some(65536)
+            head, body = received.split(b"\r\n\r\n", 1)
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            assert length > 10_000_000
+            while len(body) < length:
+                body += await stream.receive_some(1 << 20)
+            assert len(body) == length
+            page = json.loads(body)
+            assert [m["content"][:2] for m in page["data"]] == [f"{n:02d}" for n in range(30)]
+    await stream.aclose()
     await running.stopped()
