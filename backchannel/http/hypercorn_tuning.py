@@ -100,6 +100,20 @@ def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
     H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
 
 
+HOLD_LIMIT = 1 << 20  # a response body larger than this is streamed as it comes
+
+
+class _Held:
+    """The start of a response and the body chunks that came after it."""
+
+    __slots__ = ("chunks", "size", "start")
+
+    def __init__(self, start: Any) -> None:
+        self.start = start
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+
 def _whole_responses_in_one_step() -> None:
     """Send a complete HTTP/1.1 response in one step and one ``send_all``.
 
@@ -107,12 +121,14 @@ def _whole_responses_in_one_step() -> None:
     body, end, close), each dispatched through the h11 protocol and written
     through the connection's send lock, a shielded cancel scope and a
     syscall: three writes for a small JSON answer. Here the start of an
-    HTTP/1.1 response is held until its body arrives; a final body (the only
-    kind our answers have) is serialized with the start by h11 and written
-    once, straight to the socket when it takes it all (the common case: no
-    send lock, cancel scope or trio socket wrapper per answer). Anything
-    else (a streamed body, trailers, HTTP/2) replays the held start and
-    takes hypercorn's own path, so behaviour is unchanged.
+    HTTP/1.1 response is held, with its body chunks (Quart sends a body in
+    chunks, then an empty last one), until the body is complete; then the
+    whole response is serialized by h11 and written once, straight to the
+    socket when it takes it all (the common case: no send lock, cancel
+    scope or trio socket wrapper per answer). Anything else (a body over
+    ``HOLD_LIMIT``, trailers, HTTP/2) replays what was held and takes
+    hypercorn's own path, so behaviour is unchanged; nothing we serve is a
+    stream that a held start would delay.
 
     The headers skip h11's per-header regexes (``_parsed``): every name and
     value is bytes from the app (our constants, numbers, or request headers
@@ -180,7 +196,7 @@ def _whole_responses_in_one_step() -> None:
         await stream.send(StreamClosed(stream_id=stream.stream_id))
 
     async def app_send(self: Any, message: Any) -> None:
-        held = getattr(self, "_bc_held_start", None)
+        held: _Held | None = getattr(self, "_bc_held", None)
         if held is None:
             if (
                 message is not None
@@ -189,19 +205,27 @@ def _whole_responses_in_one_step() -> None:
                 and not message.get("trailers", False)
                 and isinstance(getattr(self.send, "__self__", None), H11Protocol)
             ):
-                self._bc_held_start = message
+                self._bc_held = _Held(message)
                 return
             await stock_app_send(self, message)
             return
-        self._bc_held_start = None
-        if (
-            message is not None
-            and message["type"] == "http.response.body"
-            and not message.get("more_body", False)
-        ):
-            await send_whole(self, held, bytes(message.get("body", b"")))
-            return
-        await stock_app_send(self, held)
+        if message is not None and message["type"] == "http.response.body":
+            held.chunks.append(bytes(message.get("body", b"")))
+            held.size += len(held.chunks[-1])
+            if not message.get("more_body", False):
+                self._bc_held = None
+                await send_whole(self, held.start, b"".join(held.chunks))
+                return
+            if held.size <= HOLD_LIMIT:
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": True}
+        # not a whole response after all: replay what was held, then go on as stock
+        self._bc_held = None
+        await stock_app_send(self, held.start)
+        if held.chunks:
+            body: Any = {"type": "http.response.body", "body": b"".join(held.chunks)}
+            body["more_body"] = True
+            await stock_app_send(self, body)
         await stock_app_send(self, message)
 
     app_send.whole_responses = True  # type: ignore[attr-defined]

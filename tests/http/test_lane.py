@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import pytest
+import trio
+from hypercorn.config import Config
 from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.trio import serve
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backchannel.http.hypercorn_tuning import tune_hypercorn
+from backchannel.http.hypercorn_tuning import HOLD_LIMIT, tune_hypercorn
 from backchannel.http.request import parse_query
 from backchannel.http.router import Router
 
@@ -101,3 +107,40 @@ def test_tuning_hypercorn_twice_installs_each_patch_once() -> None:
     tune_hypercorn()
     assert HTTPStream.app_send is installed
     assert getattr(installed, "whole_responses", False)
+
+
+async def chunked_app(scope: Any, receive: Any, send: Any) -> None:
+    """Answers ``/<chunks>x<size>`` with that many body chunks, then an empty last one."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    chunks, size = (int(n) for n in scope["path"].strip("/").split("x"))
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for n in range(chunks):
+        piece = bytes([65 + n % 26]) * size
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.parametrize(
+    ("chunks", "size"),
+    [(1, 10), (5, 1000), (HOLD_LIMIT // 65536 + 8, 65536)],  # the last one outgrows the hold
+)
+async def test_chunked_bodies_arrive_whole_with_or_without_the_hold(
+    nursery: trio.Nursery, chunks: int, size: int
+) -> None:
+    tune_hypercorn()
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    never = trio.Event()
+    binds = await nursery.start(partial(serve, chunked_app, config, shutdown_trigger=never.wait))
+    async with httpx.AsyncClient(base_url=binds[0], timeout=10) as http:
+        for _ in range(2):  # and the connection stays usable
+            response = await http.get(f"/{chunks}x{size}")
+            assert response.status_code == 200
+            expected = b"".join(bytes([65 + n % 26]) * size for n in range(chunks))
+            assert response.content == expected
+    nursery.cancel_scope.cancel()
