@@ -63,11 +63,11 @@ def create_app(hub: Hub) -> QuartTrio:
     @app.route("/llms.txt", methods=["GET"])
     async def llms() -> Response:
         text = agent_docs.llms_txt(api.base_url(_current()))
-        return await _text(api, text, "text/plain; charset=utf-8")
+        return _text(api, text, "text/plain; charset=utf-8")
 
     @app.route("/docs/errors.md", methods=["GET"])
     async def errors_doc() -> Response:
-        return await _text(api, agent_docs.errors_md(), "text/markdown; charset=utf-8")
+        return _text(api, agent_docs.errors_md(), "text/markdown; charset=utf-8")
 
     @app.route("/<path:anything>", methods=["OPTIONS"])
     async def preflight(anything: str) -> Response:
@@ -114,7 +114,7 @@ def _response(
     )
 
 
-async def _text(api: Api, text: str, content_type: str) -> Response:
+def _text(api: Api, text: str, content_type: str) -> Response:
     return _response(api, Reply(200, text.encode(), []), None, content_type)
 
 
