@@ -148,6 +148,20 @@ async def serving(nursery: trio.Nursery, tmp_path: Path, **changes: Any) -> Asyn
         await running.stopped()
 
 
+async def raw_http(url: str, request: bytes) -> bytes:
+    """Send ``request`` as raw bytes on a new connection; return all the server
+    sends until it closes the connection (within 5 s)."""
+    port = int(url.rsplit(":", 1)[1])
+    received = b""
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(request)
+            while chunk := await stream.receive_some(65_536):
+                received += chunk
+    return received
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """The standard error envelope of contract §3.1, with exact status and code.
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import trio
 
-from tests.conftest import Agent, Server, assert_error
+from tests.conftest import Agent, Server, assert_error, raw_http
 
 JSON = {"Content-Type": "application/json"}
 
@@ -491,17 +491,11 @@ async def test_a_keep_alive_connection_keeps_working_after_a_413(server: Server)
 
 async def test_a_non_integer_content_length_is_400_in_the_envelope(server: Server) -> None:
     """Contract §2.1: 400 ``invalid_content_length``, raised even before routing."""
-    port = int(server.url.rsplit(":", 1)[1])
-    with trio.fail_after(5):
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            await stream.send_all(
-                b"POST /v1/keys HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                b"Content-Length: abc\r\nConnection: close\r\n\r\n{}"
-            )
-            received = b""
-            while chunk := await stream.receive_some(65_536):
-                received += chunk
+    received = await raw_http(
+        server.url,
+        b"POST /v1/keys HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: abc\r\nConnection: close\r\n\r\n{}",
+    )
     head, _, payload = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), head
     body = httpx.Response(400, content=payload).json()

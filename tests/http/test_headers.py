@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.conftest import Server, serving
+from tests.conftest import Server, raw_http, serving
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -124,18 +124,12 @@ async def test_a_body_far_over_the_cap_is_refused_and_the_connection_closed(
     async with serving(nursery, tmp_path, max_body_bytes=1024) as server:
         alice = await server.agent("alice")
         channel = (await alice.channel("c", "broadcast"))["id"]
-        port = int(server.url.rsplit(":", 1)[1])
-        with trio.fail_after(5):
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            async with stream:
-                await stream.send_all(
-                    f"POST /v1/channels/{channel}/messages HTTP/1.1\r\n"
-                    f"Host: 127.0.0.1\r\nX-API-Key: {alice.key}\r\n"
-                    "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode()
-                )
-                received = b""
-                while chunk := await stream.receive_some(65536):
-                    received += chunk  # the server closes: the loop ends
+        received = await raw_http(  # returns because the server closes the connection
+            server.url,
+            f"POST /v1/channels/{channel}/messages HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nX-API-Key: {alice.key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode(),
+        )
         head = received.split(b"\r\n\r\n", 1)[0].lower()
         assert head.startswith(b"http/1.1 413")
         assert b"connection: close" in head
