@@ -232,7 +232,33 @@ def _whole_responses_in_one_step() -> None:
     HTTPStream.app_send = app_send  # type: ignore[method-assign]
 
 
+def _date_header_once_a_second() -> None:
+    """Format the ``Date`` response header once per second, not per response.
+
+    Hypercorn's ``Config.response_headers`` calls ``format_date_time(time())``
+    for every response; the formatted value only changes once a second.
+    """
+    from hypercorn import config
+
+    stock_format = getattr(config, "format_date_time", None)
+    if stock_format is None:
+        raise RuntimeError("hypercorn changed: config.format_date_time is gone; review tuning")
+    if getattr(stock_format, "cached", False):
+        return
+    cache: list[Any] = [None, ""]
+
+    def format_date_time(timestamp: float | None) -> str:
+        second = int(time.time() if timestamp is None else timestamp)
+        if cache[0] != second:
+            cache[0], cache[1] = second, stock_format(second)
+        return str(cache[1])
+
+    format_date_time.cached = True  # type: ignore[attr-defined]
+    setattr(config, "format_date_time", format_date_time)  # noqa: B010 (not exported)
+
+
 def tune_hypercorn() -> None:
     """Apply the patches that make hypercorn's trio worker cheaper per request."""
     _use_read_timeout_only()
     _whole_responses_in_one_step()
+    _date_header_once_a_second()

@@ -7,7 +7,9 @@ separately; both must carry the same common headers.
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -136,3 +138,14 @@ async def test_a_body_far_over_the_cap_is_refused_and_the_connection_closed(
         assert b'"body_too_large"' in received
         listed = await alice.get(f"/v1/channels/{channel}/messages")
         assert listed.json()["data"] == []
+
+
+async def test_the_date_header_is_current(server: Server) -> None:
+    """Hypercorn's Date header, formatted once a second by our tuning, stays right."""
+    for _ in range(3):
+        before = time.time()
+        response = await server.http.get("/health")
+        after = time.time()
+        stamp = parsedate_to_datetime(response.headers["Date"]).timestamp()
+        assert int(before) - 1 <= stamp <= after
+        await trio.sleep(0.6)
