@@ -258,7 +258,7 @@ class Api:
             if scope["type"] == "http":
                 found = match(scope["method"], scope["path"])
                 if found is not None:
-                    await self._serve(found[0], found[1], Request(scope, receive), send)
+                    await self._serve(found[0], found[1], Request(scope, receive, send), send)
                     return
             await fallback(scope, receive, send)
 

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +258,57 @@ def _date_header_once_a_second() -> None:
     setattr(config, "format_date_time", format_date_time)  # noqa: B010 (not exported)
 
 
+OnLeave = Callable[[Callable[[], None] | None], None]
+
+
+def _report_closed_streams() -> None:
+    """Let the app ask to be called, synchronously, when its client goes away.
+
+    A parked long-poll sleeps without reading ``receive`` (no task per
+    waiter, no exception to wake it); hypercorn's ``StreamClosed`` is how it
+    learns its client left. See :func:`client_gone_hook`.
+    """
+    from hypercorn.protocol.events import StreamClosed
+    from hypercorn.protocol.http_stream import HTTPStream
+
+    if getattr(HTTPStream, "_bc_reports_close", False):
+        return
+    if not hasattr(HTTPStream, "handle"):
+        raise RuntimeError("hypercorn changed: HTTPStream.handle is gone; review tuning")
+    stock_handle = HTTPStream.handle
+
+    async def handle(self: Any, event: Any) -> None:
+        if isinstance(event, StreamClosed):
+            callback = getattr(self, "_bc_on_close", None)
+            if callback is not None:
+                self._bc_on_close = None
+                callback()
+        await stock_handle(self, event)
+
+    HTTPStream.handle = handle  # type: ignore[method-assign]
+    HTTPStream._bc_reports_close = True  # type: ignore[attr-defined]
+
+
+def client_gone_hook(send: Any) -> OnLeave | None:
+    """For an ASGI ``send`` of tuned hypercorn: ``hook(callback)`` arranges for
+    ``callback()`` to run when the client goes away (at once if it already
+    has); ``hook(None)`` cancels that. None for any other server."""
+    stream: Any = getattr(send, "__self__", None)
+    if not getattr(type(stream), "_bc_reports_close", False):
+        return None
+
+    def hook(callback: Callable[[], None] | None) -> None:
+        if callback is not None and stream.closed:
+            callback()
+            return
+        stream._bc_on_close = callback
+
+    return hook
+
+
 def tune_hypercorn() -> None:
     """Apply the patches that make hypercorn's trio worker cheaper per request."""
     _use_read_timeout_only()
     _whole_responses_in_one_step()
     _date_header_once_a_second()
+    _report_closed_streams()

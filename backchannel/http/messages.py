@@ -148,7 +148,7 @@ def register(api: Api) -> None:
             hub.parked += 1
             actor.waiters += 1
             try:
-                if not await actor.park(deadline, call.request.wait_disconnect):
+                if not await call.request.park(actor.park, deadline):
                     raise Disconnected
             finally:
                 hub.parked -= 1

@@ -8,10 +8,14 @@ route actually asks for.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import trio
+
 from backchannel.core.errors import ApiError
+from backchannel.http.hypercorn_tuning import OnLeave, client_gone_hook
 
 DRAIN_FACTOR = 16  # an oversized body is read and dropped up to 16x the cap, then cut
 
@@ -52,11 +56,21 @@ class Request:
             left to drain before answering.
     """
 
-    __slots__ = ("_query", "body_done", "method", "must_close", "path", "receive", "scope")
+    __slots__ = (
+        "_query",
+        "body_done",
+        "method",
+        "must_close",
+        "path",
+        "receive",
+        "scope",
+        "send",
+    )
 
-    def __init__(self, scope: Any, receive: Any) -> None:
+    def __init__(self, scope: Any, receive: Any, send: Any = None) -> None:
         self.scope = scope
         self.receive = receive
+        self.send = send
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.must_close = False
@@ -131,3 +145,34 @@ class Request:
         """Return once the client has gone (any unread body is dropped)."""
         while (await self.receive())["type"] != "http.disconnect":
             pass
+
+    async def park(
+        self, park: Callable[[float, OnLeave], Awaitable[bool]], deadline: float
+    ) -> bool:
+        """``park(deadline, on_leave)`` while watching the client.
+
+        Returns what ``park`` returns: True when woken or at the deadline,
+        False when the client went away. On tuned hypercorn the server calls
+        us when the connection closes (no task per waiter); on any other
+        server a helper task reads ``receive`` for ``http.disconnect``.
+        """
+        hook = client_gone_hook(self.send)
+        if hook is not None:
+            return await park(deadline, hook)
+        leave: list[Callable[[], None]] = []
+
+        def on_leave(callback: Callable[[], None] | None) -> None:
+            leave[:] = [callback] if callback is not None else []
+
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                await self.wait_disconnect()
+                for callback in leave:
+                    callback()
+
+            nursery.start_soon(watch)
+            try:
+                return await park(deadline, on_leave)
+            finally:
+                nursery.cancel_scope.cancel()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -96,6 +96,18 @@ class _Reply:
 
 
 Command = tuple[Callable[..., tuple[Any, int]], tuple[Any, ...], _Reply]
+_GONE = object()
+
+
+class _Parked:
+    """One parked task: woken at most once, with True (woken) or False (leave)."""
+
+    __slots__ = ("result", "sleeping", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.sleeping = False
+        self.result: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +136,7 @@ class ChannelActor:
         self.state = state
         self.channel_id = state.config.id
         self._send, self._receive = trio.open_memory_channel[Command](hub.settings.inbox_size)
-        self._parked: dict[trio.CancelScope, None] = {}  # FIFO: oldest waiter first
+        self._parked: dict[_Parked, None] = {}  # FIFO: oldest waiter first
         self._wake_pending = False
         self._waking = False
         self.waiters = 0
@@ -227,31 +239,54 @@ class ChannelActor:
     async def park(
         self,
         deadline: float = math.inf,
-        watch: Callable[[], Awaitable[object]] | None = None,
+        on_leave: Callable[[Callable[[], None] | None], None] | None = None,
     ) -> bool:
         """Wait for the next change that may make new messages visible.
 
-        Returns True once woken or at ``deadline``. While parked, the task
-        itself runs ``watch()`` (a long-poll waits for its client to leave):
-        if that returns first, the park ends with False. Parking is one
-        cancel scope in a FIFO dict and no extra task: waking cancels the
-        scope, and a long-poll costs nothing more than its handler.
+        Returns True once woken or at ``deadline``, False once the waiter has
+        been told to leave. ``on_leave`` (a long-poll's client watch) is
+        given a ``leave()`` function before the task sleeps, and None after
+        it wakes; calling ``leave()`` ends the park with False, at once even
+        if it is called before the sleep begins. Parking is an entry in a
+        FIFO dict and a plain reschedule to wake: no extra task, no
+        exception on the common path.
 
-        Cancellation-safe: a cancelled waiter leaves the lot at once. The
+        Cancellation-safe: a cancelled waiter leaves the dict at once. The
         caller must have checked, with no ``await`` in between, that
         ``state.version`` is still the one its empty page was read at.
         """
-        scope = trio.CancelScope(deadline=deadline)
-        self._parked[scope] = None
+        entry = _Parked(trio.lowlevel.current_task())
+        self._parked[entry] = None
         try:
-            with scope:
-                if watch is None:
-                    await trio.sleep_forever()
-                await watch()
-                return False
-            return True
+            if on_leave is not None:
+                on_leave(lambda: self._settle(entry, False))
+            if entry.result is not None:  # told to leave before it slept
+                await trio.lowlevel.checkpoint()
+                return entry.result
+            with trio.move_on_at(deadline):
+
+                def abort(_: Any) -> trio.lowlevel.Abort:
+                    entry.sleeping = False
+                    self._parked.pop(entry, None)
+                    return trio.lowlevel.Abort.SUCCEEDED
+
+                entry.sleeping = True
+                woken: bool = await trio.lowlevel.wait_task_rescheduled(abort)
+                return woken
+            return True  # the deadline: the caller reads once more and answers
         finally:
-            self._parked.pop(scope, None)
+            self._parked.pop(entry, None)
+            if on_leave is not None:
+                on_leave(None)
+
+    def _settle(self, entry: _Parked, result: bool) -> None:
+        """End ``entry``'s park with ``result``, once; later calls do nothing."""
+        if self._parked.pop(entry, _GONE) is _GONE:
+            return
+        entry.result = result
+        if entry.sleeping:
+            entry.sleeping = False
+            trio.lowlevel.reschedule(entry.task, outcome.Value(result))
 
     @property
     def parked(self) -> int:
@@ -270,9 +305,8 @@ class ChannelActor:
     def _unpark(self, count: int) -> int:
         """Wake the ``count`` oldest parked tasks; returns how many were woken."""
         woken = list(islice(self._parked, count))
-        for scope in woken:
-            del self._parked[scope]
-            scope.cancel()
+        for entry in woken:
+            self._settle(entry, True)
         return len(woken)
 
     async def _wake_in_slices(self) -> None:

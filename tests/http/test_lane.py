@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backchannel.http.hypercorn_tuning import HOLD_LIMIT, tune_hypercorn
-from backchannel.http.request import parse_query
+from backchannel.http.request import Request, parse_query
 from backchannel.http.router import Router
 
 
@@ -144,3 +145,24 @@ async def test_chunked_bodies_arrive_whole_with_or_without_the_hold(
             expected = b"".join(bytes([65 + n % 26]) * size for n in range(chunks))
             assert response.content == expected
     nursery.cancel_scope.cancel()
+
+
+async def test_park_on_another_server_watches_receive_for_the_disconnect() -> None:
+    """Without tuned hypercorn's hook, a helper task reads ``http.disconnect``."""
+    into, receive = trio.open_memory_channel[dict[str, Any]](4)
+    request = Request({"method": "GET", "path": "/", "headers": []}, receive.receive)
+    await into.send({"type": "http.request", "body": b"", "more_body": False})
+
+    async def park(deadline: float, on_leave: Callable[[Callable[[], None] | None], None]) -> bool:
+        left = trio.Event()
+        on_leave(left.set)
+        with trio.move_on_at(deadline):
+            await left.wait()
+            return False
+        return True
+
+    with trio.fail_after(5):
+        assert await request.park(park, trio.current_time() + 0.05) is True  # deadline
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(into.send, {"type": "http.disconnect"})
+            assert await request.park(park, trio.current_time() + 60) is False

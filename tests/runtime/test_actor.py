@@ -11,7 +11,7 @@ through :func:`long_poll`, the loop ``http/messages.py`` runs for
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -678,3 +678,48 @@ async def test_hub_statistics_once_every_task_has_ended(
             assert hub.statistics().open_leases == 0
             assert jobs.statistics() == ActorStatistics(jobs.channel_id, 0, 3, 1, 0, 0)
             assert parked_in_lot(news) == 0
+
+
+async def test_a_waiter_told_to_leave_ends_its_park_with_false(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """``leave()`` before the sleep ends the park at once; during it, at that instant;
+    a later wake-up or a second ``leave()`` changes nothing."""
+    with trio.fail_after(120):
+        async with runtime(tmp_path) as hub:
+            _raw, key = await hub.mint_key("reader")
+            actor = await open_channel(hub, key, mode="broadcast")
+            hooks: list[Callable[[], None] | None] = []
+
+            def left_already(leave: Callable[[], None] | None) -> None:
+                hooks.append(leave)
+                if leave is not None:
+                    leave()
+
+            assert await actor.park(trio.current_time() + 30, left_already) is False
+            assert hooks[-1] is None
+            assert actor.parked == 0
+
+            def remember(leave: Callable[[], None] | None) -> None:
+                hooks.append(leave)
+
+            results: list[tuple[float, bool]] = []
+
+            async def waiter() -> None:
+                woken = await actor.park(trio.current_time() + 30, remember)
+                results.append((trio.current_time(), woken))
+
+            started = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert actor.parked == 1
+                leave = hooks[-1]
+                assert leave is not None
+                await trio.sleep(2)
+                leave()
+                leave()
+            await post(actor, key, "after")
+            assert results == [(started + 2, False)]
+            assert hooks[-1] is None
+            assert actor.parked == 0
