@@ -6,9 +6,10 @@ after it applies a post. Before parking, the reader checks that the
 channel's state version is still the one its empty page was read at, with
 no ``await`` between that check and the park, so no wake-up can be lost.
 A parked reader watches its connection: a client that leaves is dropped
-from the parking lot at once and answered nothing. Cancellation (client
-gone, ``wait`` elapsed) leaves nothing behind: the parking lot drops a
-cancelled waiter, and its two counters are restored in ``finally``.
+from the actor's waiters at once and answered nothing. Nothing is left
+behind whichever way a park ends (woken, ``wait`` elapsed, client gone,
+cancelled): the actor drops the waiter, and its two counters are restored
+in ``finally``.
 """
 
 from __future__ import annotations

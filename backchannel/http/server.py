@@ -32,11 +32,11 @@ from backchannel.runtime.service import open_runtime
 
 log = logging.getLogger(__name__)
 
-# Young-generation GC thresholds while serving. Every woken long-poll and
-# every cancelled wait leaves an exception/traceback/frame cycle that only the
-# cyclic GC frees; with Python's default (700, 10, 10) the collector ran so
-# often that it took ~25 % of the server's CPU while 10,000 waiters were
-# answered (tools/bench.py idle). Collecting every 50,000 allocations keeps
+# Young-generation GC thresholds while serving. Request handling leaves
+# reference cycles (exceptions, tracebacks, frames) that only the cyclic GC
+# frees; with Python's default (700, 10, 10) the collector ran so often that
+# it took ~25 % of the server's CPU while 10,000 waiters were answered
+# (tools/bench.py idle). Collecting every 50,000 allocations keeps
 # the garbage small and the collections rare.
 SERVING_GC_THRESHOLDS = (50_000, 20, 100)
 
