@@ -121,6 +121,7 @@ def make_config(host: str, port: int) -> Config:
     config.backlog = somaxconn()
     config.graceful_timeout = GRACEFUL_TIMEOUT_SECONDS
     config.accesslog = None
+    config.include_server_header = False
     return config
 
 

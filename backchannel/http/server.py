@@ -61,6 +61,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.backlog = somaxconn()
     config.graceful_timeout = settings.graceful_timeout_seconds
     config.accesslog = None
+    config.include_server_header = False  # one header less per answer; no version banner
     config.errorlog = logging.getLogger("hypercorn.error")
     config.h2_max_inbound_frame_size = 2**14
     return config

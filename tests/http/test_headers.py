@@ -149,3 +149,8 @@ async def test_the_date_header_is_current(server: Server) -> None:
         stamp = parsedate_to_datetime(response.headers["Date"]).timestamp()
         assert int(before) - 1 <= stamp <= after
         await trio.sleep(0.6)
+
+
+async def test_no_server_banner(server: Server) -> None:
+    response = await server.http.get("/health")
+    assert "Server" not in response.headers
