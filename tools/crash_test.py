@@ -72,6 +72,7 @@ STARTUP_TIMEOUT = 60.0
 HEALTH_POLL = 0.05
 STOP_TIMEOUT = 20.0
 REQUEST_TIMEOUT = 10.0
+STALL_TIMEOUT = 1.0  # a /health on a live server is answered in milliseconds
 MAX_OPS_PER_WORKER = 100_000
 MAX_REFUSALS_SHOWN = 20
 RECOVERED = re.compile(
@@ -196,6 +197,7 @@ class CrashTest:
         self.owner_headers: dict[str, str] = {}
         self.maybe_contents: set[str] = set()
         self.refusals = 0
+        self.stalls = 0  # keep-alive requests left unanswered (issue 8)
         self.starts = 0
         self.kills = 0
         self.restarts_ok = True
@@ -498,6 +500,7 @@ class CrashTest:
                 async with trio.open_nursery() as nursery:
                     for worker in self.workers:
                         nursery.start_soon(self.run_worker, client, worker, until)
+                    nursery.start_soon(self.late_bodies, server.url, until)
                     await trio.sleep(delay)
                     await self.kill()
                     self.kills += 1
@@ -509,6 +512,41 @@ class CrashTest:
             f"cycle {self.cycle}: SIGKILL after {delay:.2f}s; "
             f"answered={len(self.writes) - before} in_flight={in_flight} refused={refused}"
         )
+
+    async def late_bodies(self, url: str, until: float) -> None:
+        """One keep-alive connection that POSTs to an unrouted path with the body
+        sent after the headers, then GETs ``/health``: every request must be
+        answered while the server lives (the stall of issue 8 left the next one
+        unanswered). A closed connection ends it; a silent one counts a stall."""
+        port = int(url.rsplit(":", 1)[1])
+        head = b"POST /v1/no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n"
+        get = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        try:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            return
+        async with stream:
+            for _ in range(MAX_OPS_PER_WORKER):
+                if trio.current_time() >= until:
+                    return
+                try:
+                    await stream.send_all(head)
+                    received = b""
+                    with trio.move_on_after(0.05):  # answered before the body, or not
+                        received = await stream.receive_some(65536)
+                    await stream.send_all(b"{}" + get)
+                    with trio.move_on_after(STALL_TIMEOUT) as waited:
+                        while received.count(b"HTTP/1.1 ") < 2 or not received.endswith(b"}"):
+                            chunk = await stream.receive_some(65536)
+                            if not chunk:
+                                return  # the server is gone (the kill)
+                            received += chunk
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if waited.cancelled_caught:
+                    self.stalls += 1
+                    print(f"cycle {self.cycle}: a keep-alive request after a late body stalled")
+                    return
 
     # -- verification ----------------------------------------------------------
 
@@ -715,8 +753,9 @@ class CrashTest:
         print("answered by kind: " + " ".join(f"{k}={n}" for k, n in sorted(kinds.items())))
         if self.args.keep_dir:
             print(f"data dir kept: {self.data_dir} (server logs in {self.log_dir})")
+        print(f"keep-alive stalls: {self.stalls}")
         print(f"kills={self.kills} answered={answered} lost={self.lost}")
-        return 0 if self.lost == 0 and self.restarts_ok else 1
+        return 0 if self.lost == 0 and self.stalls == 0 and self.restarts_ok else 1
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -63,6 +63,25 @@ Headers = list[tuple[bytes, bytes]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
+def _has_body(scope: Any) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` whose first message is the whole ``body``."""
+    first: list[Any] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Any:
+        if first:
+            return first.pop()
+        return await receive()
+
+    return replay
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON as UTF-8 bytes, the form of every response body."""
     return _dumps(value).encode()
@@ -260,9 +279,32 @@ class Api:
                 if found is not None:
                     await self._serve(found[0], found[1], Request(scope, receive, send), send)
                     return
+                if _has_body(scope):
+                    receive = await self._read_ahead(Request(scope, receive, send), send)
+                    if receive is None:
+                        return
             await fallback(scope, receive, send)
 
         return asgi
+
+    async def _read_ahead(self, request: Request, send: Any) -> Any:
+        """Read the body of a request Quart will serve, before Quart answers it.
+
+        Quart answers a 404 or a preflight without reading the body; a body
+        still arriving after the answer is what stalled keep-alive
+        connections (``hypercorn_recycle``). Returns a ``receive`` that
+        replays the body, or None when the request was answered here (413)
+        or its client left.
+        """
+        try:
+            body = await request.read_body(self.settings.max_body_bytes)
+        except Disconnected:
+            return None
+        except ApiError as exc:
+            request_id = str(uuid.uuid4())
+            await self.send(send, request, request_id, self.error_reply(request, request_id, exc))
+            return None
+        return _replay(body, request.receive)
 
     async def _serve(
         self, endpoint: _Endpoint, path: dict[str, str], request: Request, send: Any

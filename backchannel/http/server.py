@@ -23,11 +23,13 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from backchannel.config import Settings
 from backchannel.http.app import create_app
+from backchannel.http.hypercorn_recycle import install_safe_recycle
 from backchannel.http.hypercorn_tuning import (
     answer_malformed_http_in_our_envelope,
     somaxconn,
     tune_hypercorn,
 )
+from backchannel.http.request import DRAIN_FACTOR
 from backchannel.runtime.service import open_runtime
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ async def serve(
     """
     stop = stop if stop is not None else trio.Event()
     tune_hypercorn()
+    install_safe_recycle(settings.max_body_bytes * DRAIN_FACTOR)
     answer_malformed_http_in_our_envelope(settings)
     with _serving_gc():
         await _serve(settings, stop, handle_signals, in_memory, task_status)
