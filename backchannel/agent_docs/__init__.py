@@ -114,6 +114,16 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     ),
     "invalid_related_channels": (422, "related_channels must be an array.", "Fix the value."),
     "invalid_limit": (422, "limit must be between 1 and 100.", "Fix the value."),
+    "result_not_ready": (
+        404,
+        "The task has no result channel yet, or nothing was posted to it.",
+        "Wait (long-poll the result channel) and ask again.",
+    ),
+    "invalid_wait": (
+        422,
+        "A body's wait is not a number of seconds from 0 to 3600.",
+        "Send a number; it is clamped to the server's long-poll cap.",
+    ),
     "invalid_status": (422, "status must be unclaimed or claimed.", "Fix the value."),
     "invalid_lease_seconds": (
         422,

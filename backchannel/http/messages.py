@@ -81,10 +81,74 @@ class PageBodies:
             entry[1][key] = body
 
 
+class Pager:
+    """Reads a page of a channel's live messages, long-polling while it is empty."""
+
+    def __init__(self, api: Api) -> None:
+        self.hub = api.hub
+        self.settings = api.settings
+        self.bodies = PageBodies()
+
+    async def page(
+        self,
+        call: Call,
+        identifier: str,
+        raw: str | None,
+        limit: int,
+        wait: float,
+        status: str | None = None,
+        expiring_before: int | None = None,
+    ) -> RawJSON:
+        """The page after cursor ``raw`` as ``{"data", "limit", "next_cursor"}``.
+
+        Waits up to ``wait`` seconds (already clamped) for a first message.
+
+        Raises:
+            Disconnected: the client left while parked.
+        """
+        hub, settings = self.hub, self.settings
+        actor = hub.channel_actor(identifier, call.auth)
+        after = _seq_cursor(raw, MESSAGE_CURSOR)
+        at = parse_ts(raw) if after is None and raw and raw != "0" else None
+        after = after or 0
+        deadline = trio.current_time() + wait
+        while True:
+            if at is not None:  # "created after at": messages posted while waiting count too
+                after = actor.read_seq_after_time(at)
+            read = actor.read_page(after, limit, status, expiring_before)
+            if read is None:
+                read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
+            page, version = read
+            if page or hub.closing or trio.current_time() >= deadline:
+                break
+            if hub.parked >= settings.longpoll_max_waiters:
+                break  # waiter cap: answer at once with the normal page
+            if actor.state.version != version:
+                continue  # changed while the actor was answering: read again
+            hub.parked += 1
+            actor.waiters += 1
+            try:
+                if not await call.request.park(actor.park, deadline):
+                    raise Disconnected
+            finally:
+                hub.parked -= 1
+                actor.waiters -= 1
+        key = (after, limit, status, expiring_before)
+        data = self.bodies.get(actor.channel_id, version, key)
+        if data is None:
+            now = hub.clock.now()
+            data = dumps([message_view(m, actor.channel_id, now) for m in page])
+            self.bodies.put(actor.channel_id, version, key, data)
+        next_cursor = message_cursor(page[-1].seq) if page else raw
+        return RawJSON(
+            b'{"data":%b,"limit":%d,"next_cursor":%b}' % (data, limit, dumps(next_cursor))
+        )
+
+
 def register(api: Api) -> None:
     hub = api.hub
     settings = api.settings
-    bodies = PageBodies()
+    pager = Pager(api)
 
     def lease_us(body: dict[str, Any]) -> int:
         low, high = settings.lease_min_seconds, settings.lease_max_seconds
@@ -128,44 +192,11 @@ def register(api: Api) -> None:
         wait = 0.0
         if settings.longpoll_enabled:
             wait = fields.query_wait(args.get("wait"), settings.longpoll_max_wait_seconds)
-        actor = hub.channel_actor(identifier, call.auth)
-        after = _seq_cursor(raw, MESSAGE_CURSOR)
-        at = parse_ts(raw) if after is None and raw and raw != "0" else None
-        after = after or 0
-        deadline = trio.current_time() + wait
-        while True:
-            if at is not None:  # "created after at": messages posted while waiting count too
-                after = actor.read_seq_after_time(at)
-            read = actor.read_page(after, limit, status, expiring_before)
-            if read is None:
-                read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
-            page, version = read
-            if page or hub.closing or trio.current_time() >= deadline:
-                break
-            if hub.parked >= settings.longpoll_max_waiters:
-                break  # waiter cap: answer at once with the normal page
-            if actor.state.version != version:
-                continue  # changed while the actor was answering: read again
-            hub.parked += 1
-            actor.waiters += 1
-            try:
-                if not await call.request.park(actor.park, deadline):
-                    raise Disconnected
-            finally:
-                hub.parked -= 1
-                actor.waiters -= 1
-        key = (after, limit, status, expiring_before)
-        data = bodies.get(actor.channel_id, version, key)
-        if data is None:
-            now = hub.clock.now()
-            data = dumps([message_view(m, actor.channel_id, now) for m in page])
-            bodies.put(actor.channel_id, version, key, data)
-        next_cursor = message_cursor(page[-1].seq) if page else raw
-        body = b'{"data":%b,"limit":%d,"next_cursor":%b}' % (data, limit, dumps(next_cursor))
+        body = await pager.page(call, identifier, raw, limit, wait, status, expiring_before)
         headers = (
             {"Deprecation": "true", "Sunset": "2027-01-01"} if cursor is None and since else {}
         )
-        return 200, RawJSON(body), headers
+        return 200, body, headers
 
     @api.route("GET", "/v1/channels/<identifier>/history")
     async def history(call: Call, identifier: str) -> Result:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
-from tests.conftest import Server
+from tests.conftest import Server, assert_error
+from tests.http.test_longpoll import parked
 
 
 async def test_claim_next_hands_out_messages_oldest_first_then_nothing(server: Server) -> None:
@@ -68,3 +71,173 @@ async def test_claim_next_errors(server: Server) -> None:
     private = await agent.channel("private", "claimable", access="restricted")
     denied = await outsider.post("/v1/tasks/claim", {"channel": private["id"]})
     assert (denied.status_code, denied.json()["error"]) == (403, "channel_access_denied")
+
+
+# -- the other verbs (contract §2.9) ------------------------------------------
+
+
+async def test_post_creates_the_callers_claimable_channel_once_then_reuses_it(
+    server: Server,
+) -> None:
+    agent = await server.agent("poster")
+    first = await agent.post("/v1/tasks/post", {"channel": "jobs", "content": "one"})
+    assert first.status_code == 201, first.text
+    body = first.json()
+    assert set(body) == {"message", "next_cursor", "channel"}
+    assert body["message"]["content"] == "one"
+    channel = (await agent.get(f"/v1/channels/{body['channel']}")).json()
+    assert (channel["name"], channel["mode"]) == ("jobs", "claimable")
+
+    second = await agent.post(
+        "/v1/tasks/post", {"channel": "jobs", "content": "two", "metadata": {"n": 2}}
+    )
+    assert second.json()["channel"] == body["channel"]  # §0.9: earlier tasks stay reachable
+    assert second.json()["message"]["metadata"] == {"n": 2}
+    page = (await agent.get("/v1/channels/jobs/messages")).json()["data"]
+    assert [m["content"] for m in page] == ["one", "two"]
+
+    other = await server.agent("other")
+    theirs = await other.post("/v1/tasks/post", {"channel": "jobs", "content": "x"})
+    assert theirs.json()["channel"] != body["channel"]  # names are per owner
+
+
+async def test_concurrent_posts_to_a_new_name_make_one_channel(server: Server) -> None:
+    agent = await server.agent()
+    channels: list[str] = []
+
+    async def post(n: int) -> None:
+        reply = await agent.post("/v1/tasks/post", {"channel": "fresh", "content": f"t{n}"})
+        assert reply.status_code == 201, reply.text
+        channels.append(reply.json()["channel"])
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for n in range(10):
+                nursery.start_soon(post, n)
+    assert len(set(channels)) == 1
+    page = (await agent.get(f"/v1/channels/{channels[0]}/messages")).json()["data"]
+    assert len(page) == 10
+
+
+async def test_post_refuses_bad_bodies_without_creating_a_channel(server: Server) -> None:
+    agent = await server.agent()
+    for body, status, code in [
+        ({"content": "x"}, 422, "missing_field"),
+        ({"channel": "  ", "content": "x"}, 422, "missing_field"),
+        ({"channel": "bad\u200bname", "content": "x"}, 422, "invalid_channel_name"),
+        ({"channel": "jobs"}, 422, "missing_field"),
+        ({"channel": "jobs", "content": ""}, 422, "invalid_string"),
+        ({"channel": "jobs", "content": "x", "metadata": 3}, 422, "invalid_object"),
+    ]:
+        assert_error(await agent.post("/v1/tasks/post", body), status, code)
+    assert_error(await agent.get("/v1/channels/jobs"), 404, "channel_not_found")
+
+
+async def test_broadcast_posts_to_an_existing_channel_of_any_mode(server: Server) -> None:
+    owner = await server.agent("owner")
+    news = await owner.channel("news", "broadcast")
+    queue = await owner.channel("queue", "claimable")
+    for channel in (news["id"], "news", queue["id"]):
+        reply = await owner.post(
+            "/v1/tasks/broadcast", {"channel": channel, "content": "hi", "actor_label": "bot"}
+        )
+        assert reply.status_code == 201, reply.text
+        assert set(reply.json()) == {"message", "next_cursor"}
+    page = (await owner.get(f"/v1/channels/{news['id']}/messages")).json()["data"]
+    assert [m["content"] for m in page] == ["hi", "hi"]
+    assert_error(await owner.post("/v1/tasks/broadcast", {"content": "x"}), 422, "missing_field")
+    unknown = await owner.post("/v1/tasks/broadcast", {"channel": "nope", "content": "x"})
+    assert_error(unknown, 404, "channel_not_found")
+    private = await owner.channel("private", "broadcast", access="restricted")
+    outsider = await server.agent("outsider")
+    denied = await outsider.post("/v1/tasks/broadcast", {"channel": private["id"], "content": "x"})
+    assert_error(denied, 403, "channel_access_denied")
+
+
+async def test_subscribe_pages_like_listing_and_long_polls(server: Server) -> None:
+    agent = await server.agent()
+    channel = await agent.channel("feed", "broadcast")
+    sent = [await agent.send(channel["id"], f"m{n}") for n in range(3)]
+    page = (await agent.post("/v1/tasks/subscribe", {"channel": "feed", "limit": 2})).json()
+    assert [m["id"] for m in page["data"]] == [m["id"] for m in sent[:2]]
+    assert page["limit"] == 2
+    rest = await agent.post(
+        "/v1/tasks/subscribe", {"channel": "feed", "since": page["next_cursor"]}
+    )
+    assert [m["id"] for m in rest.json()["data"]] == [sent[2]["id"]]
+    assert "Deprecation" not in rest.headers
+    cursor = rest.json()["next_cursor"]
+
+    got: list[Any] = []
+
+    async def wait_for_next() -> None:
+        reply = await agent.post(
+            "/v1/tasks/subscribe", {"channel": "feed", "since": cursor, "wait": 20}
+        )
+        got.append(reply.json())
+
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_next)
+            await parked()
+            late = await agent.send(channel["id"], "late")
+    assert [m["id"] for m in got[0]["data"]] == [late["id"]]
+
+    for body, code in [
+        ({"channel": "feed", "limit": 0}, "invalid_limit"),
+        ({"channel": "feed", "limit": "ten"}, "invalid_limit"),
+        ({"channel": "feed", "wait": -1}, "invalid_wait"),
+        ({"channel": "feed", "wait": "soon"}, "invalid_wait"),
+        ({}, "missing_field"),
+    ]:
+        assert_error(await agent.post("/v1/tasks/subscribe", body), 422, code)
+
+
+async def test_claim_and_ack_claims_then_acknowledges(server: Server) -> None:
+    owner = await server.agent("owner")
+    worker = await server.agent("worker")
+    channel = await owner.channel("q", "claimable")
+    message = await owner.send(channel["id"])
+    reply = await worker.post(
+        "/v1/tasks/claim-and-ack", {"message_id": message["id"], "actor": "w"}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "claimed_and_acked"
+    assert reply.headers["Deprecation"] == "true"
+    assert reply.headers["Sunset"]
+    done = reply.json()["message"]
+    assert done["claimed_by"]["name"] == "w"
+    assert [a["name"] for a in done["acknowledged_by"]] == ["w"]
+
+    held = await owner.send(channel["id"])
+    await worker.post(f"/v1/messages/{held['id']}/claim", {"actor": "w"})
+    other = await server.agent("other")
+    taken = await other.post("/v1/tasks/claim-and-ack", {"message_id": held["id"]})
+    assert_error(taken, 409, "already_claimed")
+    # upstream's rule: the holder naming itself by name is not "the same actor"
+    again = await worker.post("/v1/tasks/claim-and-ack", {"message_id": held["id"], "actor": "w"})
+    assert_error(again, 409, "already_claimed")
+    assert_error(await worker.post("/v1/tasks/claim-and-ack", {}), 422, "missing_field")
+
+
+async def test_task_results_post_to_and_read_from_the_result_channel(server: Server) -> None:
+    agent = await server.agent()
+    work = await agent.post("/v1/tasks/post", {"channel": "jobs", "content": "do it"})
+    task_id = work.json()["message"]["id"]
+    assert_error(await agent.get(f"/v1/tasks/{task_id}/result"), 404, "result_not_ready")
+    missing = await agent.post(f"/v1/tasks/{task_id}/result", {"content": "done"})
+    assert_error(missing, 404, "channel_not_found")
+
+    await agent.channel(f"result-of-{task_id}", "broadcast")
+    assert_error(await agent.get(f"/v1/tasks/{task_id}/result"), 404, "result_not_ready")
+    posted = await agent.post(
+        f"/v1/tasks/{task_id}/result", {"content": "done", "metadata": {"ok": True}}
+    )
+    assert posted.status_code == 201, posted.text
+    assert posted.json()["result_channel"] == f"result-of-{task_id}"
+    assert posted.json()["message"]["metadata"] == {"ok": True, "task_id": task_id}
+    assert posted.headers["Deprecation"] == "true"
+    result = await agent.get(f"/v1/tasks/{task_id}/result")
+    assert result.status_code == 200
+    assert result.json()["task_id"] == task_id
+    assert result.json()["result"]["content"] == "done"
