@@ -39,6 +39,7 @@ from backchannel.config import Settings
 from backchannel.core.errors import ApiError
 from backchannel.core.records import KeyRecord
 from backchannel.http.fields import parse_object
+from backchannel.http.openapi import build_document
 from backchannel.http.ratelimit import SlidingWindow
 from backchannel.http.request import Disconnected, Request
 from backchannel.http.router import Router
@@ -168,6 +169,7 @@ class Api:
         self.public_minting_enabled = settings.public_minting_enabled
         self._auth_cache: dict[str, KeyRecord] = {}
         self._in_flight: dict[tuple[str, str], trio.Event] = {}
+        self._openapi: dict[str, bytes] = {}
         self._static_headers = _encoded(
             {
                 "X-RateLimit-Limit": str(settings.rate_limit),
@@ -250,6 +252,18 @@ class Api:
         headers.extend(reply.extra)
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
+
+    def openapi(self, base_url: str) -> bytes:
+        """The OpenAPI document of every routed operation, as served (indented JSON)."""
+        cached = self._openapi.get(base_url)
+        if cached is None:
+            routes = [(m, p, e.auth, e.mutating) for m, p, e in self.router.entries()]
+            document = build_document(routes, self.settings, base_url)
+            cached = json.dumps(document, indent=2, ensure_ascii=False).encode()
+            if len(self._openapi) > 16:
+                self._openapi.clear()
+            self._openapi[base_url] = cached
+        return cached
 
     # -- registration and the ASGI lane -------------------------------------------
 

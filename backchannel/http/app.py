@@ -65,6 +65,12 @@ def create_app(hub: Hub) -> QuartTrio:
         text = agent_docs.llms_txt(api.base_url(_current()))
         return _text(api, text, "text/plain; charset=utf-8")
 
+    @app.route("/openapi.json", methods=["GET"])
+    @app.route("/.well-known/openapi.json", methods=["GET"])
+    async def openapi() -> Response:
+        document = api.openapi(api.base_url(_current()))
+        return _response(api, Reply(200, document, []), None)
+
     @app.route("/docs/errors.md", methods=["GET"])
     async def errors_doc() -> Response:
         return _text(api, agent_docs.errors_md(), "text/markdown; charset=utf-8")
@@ -92,7 +98,9 @@ def create_app(hub: Hub) -> QuartTrio:
     return app
 
 
-_QUART_PATHS = frozenset(("/llms.txt", "/docs/errors.md"))
+_QUART_PATHS = frozenset(
+    ("/llms.txt", "/docs/errors.md", "/openapi.json", "/.well-known/openapi.json")
+)
 
 
 def _current() -> Request:

@@ -85,9 +85,14 @@ class Router(Generic[T]):
         return self._methods(path) is not None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
+        for method, path, _ in self.entries():
+            yield method, path
+
+    def entries(self) -> Iterator[tuple[str, str, T]]:
+        """Every ``(method, pattern, target)``, in registration order per pattern."""
         for path, methods in self._static.items():
-            for method in methods:
-                yield method, path
+            for method, target in methods.items():
+                yield method, path, target
         for path, pattern in self._patterns.items():
-            for method in pattern.targets:
-                yield method, path
+            for method, target in pattern.targets.items():
+                yield method, path, target
