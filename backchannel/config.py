@@ -72,6 +72,9 @@ class Settings:
     sandbox_max_messages: int = 200
     sandbox_max_writes_per_minute: int = 60
     sandbox_heartbeat_seconds: float = 60.0
+    # invitations (contract §2.5, §3.9): per-IP lookups per 60 s (0 = unlimited)
+    invitation_lookup_limit: int = 10
+    invitation_onboarding_url: str = ""
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):

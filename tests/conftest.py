@@ -25,6 +25,7 @@ def test_settings(data_dir: Path, **changes: Any) -> Settings:
         rate_limit=0,
         key_mint_limit=0,
         sandbox_heartbeat_seconds=0,
+        invitation_lookup_limit=0,
         snapshot_interval_seconds=0,
         graceful_timeout_seconds=1.0,
     )
@@ -56,6 +57,12 @@ class Agent:
     async def post(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
         headers = self._headers(kw.pop("headers", None))
         return await self.http.post(
+            path, json=json if json is not None else {}, headers=headers, **kw
+        )
+
+    async def patch(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        headers = self._headers(kw.pop("headers", None))
+        return await self.http.patch(
             path, json=json if json is not None else {}, headers=headers, **kw
         )
 

@@ -6,7 +6,9 @@ Theory of operation
 client saw, so this tool checks it from the client's side. It runs the real
 server (``python -m backchannel serve``) as a child process on a fresh data
 directory, drives it over HTTP with concurrent writers (posts, claims,
-lease claims, heartbeats, releases, acks over a few claimable channels) and
+lease claims, heartbeats, releases, acks over a few claimable channels, and
+one access writer: channels, members, invitations, access requests, PATCH,
+aliases, DELETE; see ``crash_access.py``) and
 records every write that got a 2xx answer with the state that answer
 implies. At a random moment it sends SIGKILL, restarts the server on the
 same directory and checks every answered write of every cycle so far.
@@ -64,6 +66,7 @@ from typing import IO, Any
 
 import httpx
 import trio
+from crash_access import AccessWriter
 
 REPO = Path(__file__).resolve().parent.parent
 LEASE_SECONDS = 3600
@@ -203,6 +206,7 @@ class CrashTest:
         self.restarts_ok = True
         self.cycle = 0
         self.server: Server | None = None
+        self.access = AccessWriter(self, random.Random(self.rng.random()))
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -345,6 +349,7 @@ class CrashTest:
             key, key_id, write = await self.mint(client, f"crash-w{index}")
             actors = (f"w{index}-a", f"w{index}-b")
             self.workers.append(Worker(index, key, key_id, write, actors))
+        await self.access.setup(client)
 
     async def mint(self, client: httpx.AsyncClient, label: str) -> tuple[str, str, int]:
         response = await client.post("/v1/keys", json={"agent_label": label})
@@ -501,6 +506,7 @@ class CrashTest:
                     for worker in self.workers:
                         nursery.start_soon(self.run_worker, client, worker, until)
                     nursery.start_soon(self.late_bodies, server.url, until)
+                    nursery.start_soon(self.access.run, client, until, trio.current_time)
                     await trio.sleep(delay)
                     await self.kill()
                     self.kills += 1
@@ -508,6 +514,7 @@ class CrashTest:
         in_flight = sum(1 for worker in self.workers if worker.pending is not None)
         for worker in self.workers:
             self.unanswered(worker)
+        self.access.unanswered()
         print(
             f"cycle {self.cycle}: SIGKILL after {delay:.2f}s; "
             f"answered={len(self.writes) - before} in_flight={in_flight} refused={refused}"
@@ -586,6 +593,7 @@ class CrashTest:
                             self.check_post(msg, view, verdict)
                             continue
                     self.check_message(worker, msg, view, verdict)
+            await self.access.verify(client, verdict)
             limiter = trio.CapacityLimiter(8)
             async with trio.open_nursery() as nursery:
                 for worker in self.workers:

@@ -169,6 +169,31 @@ ERRORS: dict[str, tuple[int, str, str]] = {
         "Storage failed or the server is shutting down; writes are refused.",
         "Retry with backoff.",
     ),
+    "api_key_required": (
+        401,
+        "Resolving an invitation needs an X-API-Key (the body has redirect_to).",
+        "Mint a key, then GET the invitation again with it.",
+    ),
+    "invitation_not_found": (404, "Unknown (or long-expired) invitation.", "Ask for a new one."),
+    "access_request_not_found": (
+        404,
+        "No access request with that id on this channel.",
+        "List the pending requests.",
+    ),
+    "cannot_remove_owner": (409, "The owner key is always a member.", "Remove another key."),
+    "access_request_resolved": (
+        409,
+        "The request was already approved or denied.",
+        "Nothing to do; the requester may ask again after a deny.",
+    ),
+    "invitation_expired": (410, "The invitation is older than 24 h.", "Ask for a new one."),
+    "invitation_revoked": (410, "The owner revoked the invitation.", "Ask for a new one."),
+    "invalid_fields": (
+        422,
+        "PATCH names fields that cannot be changed (see fields).",
+        "Send only the allowed fields.",
+    ),
+    "invalid_paused": (422, "paused must be a boolean.", "Fix the value."),
 }
 
 

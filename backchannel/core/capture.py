@@ -42,6 +42,7 @@ class Capture:
         self.messages: list[Message] = state._order[state._head :]
         self.history: list[Archived] = list(state.history)
         self.saved: dict[str, tuple[Any, ...]] = {}
+        self.ledger: list[Any] = state.ledger.rows()  # small: copied whole
 
     def rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         """Rows of the live messages ``messages[start:stop]`` as of the capture."""

@@ -53,6 +53,7 @@ from backchannel.core.events import (
     MessageRetracted,
     MessagesExpired,
 )
+from backchannel.core.membership import Ledger, apply_access
 from backchannel.core.records import (
     CLAIMABLE,
     Archived,
@@ -87,6 +88,7 @@ class ChannelState:
         self.applied_seq = 0  # global journal seq of the last applied event
         self._capture: Capture | None = None
         self.version = 0  # bumped by every apply: caches of derived views key on it
+        self.ledger = Ledger()  # invitations, access requests, event log (core.membership)
 
     # -- reading ------------------------------------------------------------
 
@@ -407,6 +409,8 @@ class ChannelState:
                     self._archive(message, event.at, "expired")
             case HistoryPurged():
                 self._purge_history(event.before)
+            case _:
+                apply_access(self, event)
 
     def _apply_posted(self, event: MessagePosted) -> None:
         self.last_seq += 1

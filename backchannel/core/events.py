@@ -183,8 +183,150 @@ class HistoryPurged:
     before: int
 
 
+# --- access and channel administration (contract §2.4, §2.5) ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDeleted:
+    """Global: the channel and everything in it leave the world."""
+
+    kind: ClassVar[str] = "channel.deleted"
+    channel_id: str
+    key_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelUpdated:
+    """PATCH: ``changes`` maps config field names to their new values."""
+
+    kind: ClassVar[str] = "channel.updated"
+    channel_id: str
+    changes: dict[str, Any]
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAliasAdded:
+    kind: ClassVar[str] = "channel.aliased"
+    channel_id: str
+    alias: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAdded:
+    """The owner adds ``key_id`` (kept if already a member); logs ``member_added``."""
+
+    kind: ClassVar[str] = "member.added"
+    channel_id: str
+    key_id: str
+    member_id: str
+    by_key_id: str
+    log_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    kind: ClassVar[str] = "member.removed"
+    channel_id: str
+    key_id: str
+    by_key_id: str
+    log_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationCreated:
+    kind: ClassVar[str] = "invitation.created"
+    channel_id: str
+    invitation_id: str
+    owner_id: str
+    key_id: str
+    at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationResolved:
+    """``key_id`` resolved the invitation: a member (kept if already one); logged."""
+
+    kind: ClassVar[str] = "invitation.resolved"
+    channel_id: str
+    invitation_id: str
+    key_id: str
+    member_id: str
+    log_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationRevoked:
+    kind: ClassVar[str] = "invitation.revoked"
+    channel_id: str
+    invitation_id: str
+    key_id: str
+    log_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequested:
+    kind: ClassVar[str] = "access.requested"
+    channel_id: str
+    request_id: str
+    key_id: str
+    reason: str | None
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequestDecided:
+    """``status`` is ``approved`` (the requester becomes a member) or ``denied``."""
+
+    kind: ClassVar[str] = "access.decided"
+    channel_id: str
+    request_id: str
+    status: str
+    key_id: str
+    member_id: str
+    log_id: str
+    at: int
+
+
+ACCESS_EVENTS: tuple[type[Any], ...] = (
+    ChannelUpdated,
+    ChannelAliasAdded,
+    MemberAdded,
+    MemberRemoved,
+    InvitationCreated,
+    InvitationResolved,
+    InvitationRevoked,
+    AccessRequested,
+    AccessRequestDecided,
+)
+AccessEvent = (
+    ChannelUpdated
+    | ChannelAliasAdded
+    | MemberAdded
+    | MemberRemoved
+    | InvitationCreated
+    | InvitationResolved
+    | InvitationRevoked
+    | AccessRequested
+    | AccessRequestDecided
+)
+
+
 GlobalEvent = (
-    KeyMinted | KeyRevoked | ActorCreated | ChannelCreated | IdempotencyStored | IdempotencyPurged
+    KeyMinted
+    | KeyRevoked
+    | ActorCreated
+    | ChannelCreated
+    | IdempotencyStored
+    | IdempotencyPurged
+    | ChannelDeleted
 )
 ChannelEvent = (
     MessagePosted
@@ -197,30 +339,31 @@ ChannelEvent = (
     | MessageRetracted
     | MessagesExpired
     | HistoryPurged
+    | AccessEvent
 )
 Event = GlobalEvent | ChannelEvent
 
-_KINDS: dict[str, type[Any]] = {
-    cls.kind: cls
-    for cls in (
-        KeyMinted,
-        KeyRevoked,
-        ActorCreated,
-        ChannelCreated,
-        IdempotencyStored,
-        IdempotencyPurged,
-        MessagePosted,
-        MessageClaimed,
-        LeaseExtended,
-        LeaseExpired,
-        MessageReleased,
-        MessageAcked,
-        LeaseEnded,
-        MessageRetracted,
-        MessagesExpired,
-        HistoryPurged,
-    )
-}
+_ALL_EVENTS: tuple[type[Any], ...] = (
+    KeyMinted,
+    KeyRevoked,
+    ActorCreated,
+    ChannelCreated,
+    IdempotencyStored,
+    IdempotencyPurged,
+    MessagePosted,
+    MessageClaimed,
+    LeaseExtended,
+    LeaseExpired,
+    MessageReleased,
+    MessageAcked,
+    LeaseEnded,
+    MessageRetracted,
+    MessagesExpired,
+    HistoryPurged,
+    ChannelDeleted,
+    *ACCESS_EVENTS,
+)
+_KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in _ALL_EVENTS}
 CHANNEL_EVENTS: tuple[type[Any], ...] = (
     MessagePosted,
     MessageClaimed,
@@ -232,6 +375,7 @@ CHANNEL_EVENTS: tuple[type[Any], ...] = (
     MessageRetracted,
     MessagesExpired,
     HistoryPurged,
+    *ACCESS_EVENTS,
 )
 
 

@@ -140,3 +140,46 @@ class IdempotencyEntry:
     status: int
     body: bytes
     stored_at: int
+
+
+# --- access: invitations, access requests, the channel's event log (§2.5) ---
+
+
+@dataclass(slots=True)
+class Invitation:
+    """A multi-use bearer invitation to one channel, alive for 24 h unless revoked."""
+
+    id: str
+    channel_id: str
+    owner_id: str
+    created_by_key_id: str
+    created_at: int
+    expires_at: int
+    revoked_at: int | None = None
+
+
+@dataclass(slots=True)
+class AccessRequest:
+    """A key's request to join a restricted channel: pending, approved or denied."""
+
+    id: str
+    requester_key_id: str
+    reason: str | None
+    status: str
+    created_at: int
+    resolved_at: int | None = None
+    resolved_by_key_id: str | None = None
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One channel event of ``GET .../events`` (24 h life). ``seq`` orders them."""
+
+    id: str
+    seq: int
+    event_type: str
+    actor_key_id: str
+    subject_key_id: str | None
+    invitation_id: str | None
+    created_at: int
+    expires_at: int

@@ -26,13 +26,18 @@ from backchannel.core import errors
 from backchannel.core.channel import ChannelState
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
+    ACCESS_EVENTS,
     ActorCreated,
+    ChannelAliasAdded,
     ChannelCreated,
+    ChannelDeleted,
     ChannelEvent,
+    ChannelUpdated,
     Event,
     GlobalEvent,
     IdempotencyPurged,
     IdempotencyStored,
+    InvitationCreated,
     KeyMinted,
     KeyRevoked,
     channel_of,
@@ -70,6 +75,7 @@ class World:
         self.channels_by_name: dict[tuple[str, str], list[str]] = {}
         self.idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
         self.applied_seq = 0
+        self.invitations: dict[str, str] = {}  # invitation id -> channel id
 
     # -- keys -----------------------------------------------------------------
 
@@ -192,11 +198,7 @@ class World:
     ) -> ChannelCreated:
         """Create a channel from validated fields (``spec``) and related identifiers."""
         channel_id = str(uuid.uuid4())
-        links: list[str] = []
-        for identifier in related:
-            target = self.resolve_channel(identifier, None)
-            if target.config.id not in links:
-                links.append(target.config.id)
+        links = self.resolve_links(related, key, channel_id)
         config = dict(spec)
         config.update(
             id=channel_id,
@@ -207,6 +209,24 @@ class World:
             related_channels=links,
         )
         return ChannelCreated(channel_id, config, [], now)
+
+    def resolve_links(self, related: list[str], key: KeyRecord, own_id: str) -> list[str]:
+        """Channel ids for ``related_channels`` identifiers (id or alias), in order.
+
+        Unknown → 404 ``channel_not_found``; a restricted target the caller
+        cannot read → 403 ``channel_access_denied`` (contract §6 S6: a link
+        must never show such a channel's name to anyone). A link to the
+        channel itself and repeats are skipped.
+        """
+        links: list[str] = []
+        for identifier in related:
+            target = self.resolve_channel(identifier, None)
+            if not target.config.can_access(key.key_id):
+                raise errors.access_denied()
+            target_id = target.config.id
+            if target_id != own_id and target_id not in links:
+                links.append(target_id)
+        return links
 
     def discoverable(self) -> list[ChannelState]:
         """Discoverable channels, newest first."""
@@ -231,7 +251,13 @@ class World:
         channel_id = channel_of(event)
         if channel_id is not None:
             channel_event: ChannelEvent = event  # type: ignore[assignment]
-            self.channels[channel_id].apply(channel_event, seq)
+            channel = self.channels[channel_id]
+            if isinstance(channel_event, ACCESS_EVENTS):
+                old_name = channel.config.name
+                channel.apply(channel_event, seq)
+                self._reindex(channel, channel_event, old_name)
+            else:
+                channel.apply(channel_event, seq)
         else:
             global_event: GlobalEvent = event  # type: ignore[assignment]
             self.apply_global(global_event, seq)
@@ -302,6 +328,48 @@ class World:
                 stale = [k for k, v in self.idempotency.items() if v.stored_at < event.before]
                 for k in stale:
                     del self.idempotency[k]
+            case ChannelDeleted():
+                self._forget_channel(event.channel_id)
+
+    def _reindex(self, channel: ChannelState, event: ChannelEvent, old_name: str) -> None:
+        """Keep the world's indexes in step with an access event its channel applied."""
+        config = channel.config
+        match event:
+            case ChannelUpdated() if config.name != old_name:
+                self._unname(config.owner_id, old_name, config.id)
+                ids = self.channels_by_name.setdefault((config.owner_id, config.name), [])
+                ids.append(config.id)
+                ids.sort(key=lambda cid: self.channels[cid].config.created_at)
+            case ChannelAliasAdded():
+                self.channel_aliases[event.alias] = config.id
+            case InvitationCreated():
+                self.invitations[event.invitation_id] = config.id
+        dropped = channel.ledger.dropped
+        if dropped:
+            for invitation_id in dropped:
+                self.invitations.pop(invitation_id, None)
+            dropped.clear()
+
+    def _unname(self, owner_id: str, name: str, channel_id: str) -> None:
+        ids = self.channels_by_name.get((owner_id, name))
+        if ids and channel_id in ids:
+            ids.remove(channel_id)
+            if not ids:
+                del self.channels_by_name[(owner_id, name)]
+
+    def _forget_channel(self, channel_id: str) -> None:
+        """Drop a deleted channel from every index; its state object is left untouched
+        (a snapshot may still be reading it)."""
+        channel = self.channels.pop(channel_id, None)
+        if channel is None:
+            return
+        config = channel.config
+        self._unname(config.owner_id, config.name, channel_id)
+        for alias in config.aliases:
+            if self.channel_aliases.get(alias) == channel_id:
+                del self.channel_aliases[alias]
+        for invitation_id in channel.ledger.invitations:
+            self.invitations.pop(invitation_id, None)
 
     def _add_actor(self, actor: Actor) -> None:
         self.actors[actor.id] = actor

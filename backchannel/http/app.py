@@ -18,7 +18,17 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from backchannel import __version__, agent_docs
 from backchannel.core.errors import ApiError
-from backchannel.http import actors, channels, keys, messages, tasks
+from backchannel.http import (
+    access_requests,
+    actors,
+    channel_admin,
+    channels,
+    invitations,
+    keys,
+    members,
+    messages,
+    tasks,
+)
 from backchannel.http.api import Api, Call, Reply, Result
 from backchannel.http.api import dumps as api_dumps
 from backchannel.http.request import DRAIN_FACTOR, Request, body_too_large
@@ -41,7 +51,17 @@ def create_app(hub: Hub) -> QuartTrio:
     api = Api(hub, settings)
     app.extensions["backchannel"] = api
 
-    for routes in (keys, channels, messages, actors, tasks):
+    for routes in (
+        keys,
+        channels,
+        messages,
+        actors,
+        tasks,
+        channel_admin,
+        members,
+        invitations,
+        access_requests,
+    ):
         routes.register(api)
 
     @api.route("GET", "/health", auth=False)

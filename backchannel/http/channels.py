@@ -88,7 +88,7 @@ def register(api: Api) -> None:
     async def create_channel(call: Call) -> Result:
         spec, related = _channel_spec(await call.json(), api)
         state = await hub.create_channel(call.auth, spec, related)
-        return 201, channel_view(state.config, hub.world)
+        return 201, channel_view(state.config, hub.world, call.auth.key_id)
 
     @api.route("GET", "/v1/channels")
     async def discover(call: Call) -> Result:
@@ -110,4 +110,4 @@ def register(api: Api) -> None:
     @api.route("GET", "/v1/channels/<identifier>")
     async def get_channel(call: Call, identifier: str) -> Result:
         state = hub.world.resolve_channel(identifier, call.auth)
-        return 200, channel_view(state.config, hub.world)
+        return 200, channel_view(state.config, hub.world, call.auth.key_id)

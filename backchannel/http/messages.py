@@ -130,6 +130,7 @@ class Pager:
             try:
                 if not await call.request.park(actor.park, deadline):
                     raise Disconnected
+                actor.admit(call.auth)  # removed or deleted while parked: answer that
             finally:
                 hub.parked -= 1
                 actor.waiters -= 1

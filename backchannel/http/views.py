@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from backchannel.core.records import Actor, Archived, ChannelConfig, Message
+from backchannel.core.records import (
+    AccessRequest,
+    Actor,
+    Archived,
+    ChannelConfig,
+    Invitation,
+    LogEntry,
+    Member,
+    Message,
+)
 from backchannel.core.timefmt import format_ts
 from backchannel.core.world import World
 
@@ -66,11 +75,16 @@ def archived_view(entry: Archived, channel_id: str) -> dict[str, Any]:
     }
 
 
-def channel_view(config: ChannelConfig, world: World) -> dict[str, Any]:
+def channel_view(config: ChannelConfig, world: World, viewer: str | None = None) -> dict[str, Any]:
+    """The Channel object as ``viewer`` (a key id) may see it.
+
+    ``related_channels`` lists only links to channels that still exist and
+    that the viewer can read (contract §6 S6); None is the operator's view.
+    """
     related = []
     for channel_id in config.related_channels:
         target = world.channels.get(channel_id)
-        if target is not None:
+        if target is not None and (viewer is None or target.config.can_access(viewer)):
             related.append(
                 {"id": channel_id, "name": target.config.name, "mode": target.config.mode}
             )
@@ -121,4 +135,68 @@ def actor_view(actor: Actor) -> dict[str, Any]:
         "aliases": sorted(actor.aliases),
         "created_at": format_ts(actor.created_at),
         "updated_at": format_ts(actor.updated_at),
+    }
+
+
+# -- access (§2.5) ------------------------------------------------------------
+
+EVENT_CURSOR = "e"
+
+
+def event_cursor(seq: int) -> str:
+    """Opaque, lossless cursor meaning "after the channel event with this seq"."""
+    return f"{EVENT_CURSOR}{seq}"
+
+
+def member_view(member: Member, channel_id: str) -> dict[str, Any]:
+    return {
+        "id": member.id,
+        "channel_id": channel_id,
+        "key_id": member.key_id,
+        "granted_at": format_ts(member.granted_at),
+        "granted_via_invitation_id": member.granted_via_invitation_id,
+    }
+
+
+def invitation_view(invitation: Invitation, config: ChannelConfig, now: int) -> dict[str, Any]:
+    revoked_at = invitation.revoked_at
+    return {
+        "id": invitation.id,
+        "owner_id": invitation.owner_id,
+        "created_by_key_id": invitation.created_by_key_id,
+        "created_at": format_ts(invitation.created_at),
+        "expires_at": format_ts(invitation.expires_at),
+        "revoked_at": format_ts(revoked_at) if revoked_at is not None else None,
+        "active": revoked_at is None and invitation.expires_at > now,
+        "channel": {
+            "id": config.id,
+            "name": config.name,
+            "mode": config.mode,
+            "description": config.description,
+        },
+    }
+
+
+def log_entry_view(entry: LogEntry, channel_id: str) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "channel_id": channel_id,
+        "event_type": entry.event_type,
+        "actor_key_id": entry.actor_key_id,
+        "subject_key_id": entry.subject_key_id,
+        "invitation_id": entry.invitation_id,
+        "metadata": {},
+        "created_at": format_ts(entry.created_at),
+        "expires_at": format_ts(entry.expires_at),
+    }
+
+
+def access_request_view(request: AccessRequest, channel_id: str) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "channel_id": channel_id,
+        "requester_key_id": request.requester_key_id,
+        "reason": request.reason,
+        "status": request.status,
+        "created_at": format_ts(request.created_at),
     }

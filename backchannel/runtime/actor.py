@@ -32,13 +32,17 @@ import outcome
 import trio
 import trio.lowlevel
 
+from backchannel.core import errors
 from backchannel.core.channel import ChannelState
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
+    AccessEvent,
     ActorCreated,
     ChannelEvent,
+    ChannelUpdated,
     HistoryPurged,
     LeaseExpired,
+    MemberRemoved,
     MessageAcked,
     MessagePosted,
     MessageReleased,
@@ -140,6 +144,7 @@ class ChannelActor:
         self._wake_pending = False
         self._waking = False
         self.waiters = 0
+        self.deleted = False  # set by Hub.delete_channel; every later command is 404
 
     # -- the loop -------------------------------------------------------------
 
@@ -185,6 +190,8 @@ class ChannelActor:
         try:
             await self._send.send((fn, args, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            if self.deleted:
+                raise errors.channel_not_found(self.channel_id) from None
             raise ApiError(503, "unavailable", "The server is shutting down") from None
         value, seq = (await reply.wait()).unwrap()
         await settle(self.hub.journal, seq)
@@ -192,6 +199,9 @@ class ChannelActor:
 
     def _execute(self, command: Command) -> None:
         fn, args, reply = command
+        if self.deleted:  # queued before the channel was deleted: it is gone now
+            reply.deliver(outcome.Error(errors.channel_not_found(self.channel_id)))
+            return
         try:
             result: outcome.Outcome[Any] = outcome.Value(fn(*args))
         except (ApiError, JournalFailed) as exc:
@@ -202,6 +212,8 @@ class ChannelActor:
         reply.deliver(result)  # a caller that went away is not told; the effect stands
 
     def _expire(self) -> None:
+        if self.deleted:
+            return
         events = self.state.due_events(self.hub.clock.now())
         for event in events:
             self._commit(event)
@@ -233,6 +245,33 @@ class ChannelActor:
         if isinstance(event, MessagePosted | MessageReleased | LeaseExpired):
             self._notify_waiters()
         return seq
+
+    def commit_access(self, event: AccessEvent) -> int:
+        """Journal and apply an access event (core.membership) through ``World.apply``.
+
+        A change that can take readers away (a member removed, access
+        tightened) wakes every parked reader, and each re-checks its access
+        before it reads again (:meth:`admit`): nothing posted after the
+        change reaches a reader who lost access.
+        """
+        seq = self.hub.journal.append_nowait(to_wire(event))
+        self.hub.world.apply(event, seq)
+        if isinstance(event, MemberRemoved) or (
+            isinstance(event, ChannelUpdated) and "access" in event.changes
+        ):
+            self.wake_all()
+        return seq
+
+    def admit(self, key: KeyRecord) -> None:
+        """Raise unless ``key`` may still read this channel.
+
+        Raises: 404 ``channel_not_found`` once the channel is deleted, 403
+        ``channel_access_denied`` once the key has lost access.
+        """
+        if self.deleted:
+            raise errors.channel_not_found(self.channel_id)
+        if not self.state.config.can_access(key.key_id):
+            raise errors.access_denied()
 
     # -- long-poll waiters ------------------------------------------------------
 
@@ -358,6 +397,8 @@ class ChannelActor:
     ) -> tuple[Message, int]:
         world = self.hub.world
         now = self.hub.clock.now()
+        if not self.state.config.can_access(key.key_id):  # removed while this post was queued
+            raise errors.access_denied()
         # decide everything before changing anything
         event = self.state.decide_post(
             content=content,
@@ -450,6 +491,8 @@ class ChannelActor:
     ) -> tuple[int, int]:
         now = self.hub.clock.now()
         event = self.state.decide_heartbeat(token, message_id, key.key_id, now, lease_us)
+        if not self.state.config.can_access(key.key_id):  # removed: the lease runs out as set
+            raise errors.access_denied()
         return event.lease_expires_at, self._commit(event)
 
     def cmd_release(

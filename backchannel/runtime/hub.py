@@ -31,6 +31,7 @@ from backchannel.core.events import (
     KeyMinted,
     to_wire,
 )
+from backchannel.core.membership import decide_delete
 from backchannel.core.records import BROADCAST, OPEN, KeyRecord, Message
 from backchannel.core.world import World
 from backchannel.runtime.actor import ChannelActor
@@ -190,6 +191,25 @@ class Hub:
         await self._start_actor(state)
         await settle(self.journal, seq)
         return state
+
+    async def delete_channel(self, key: KeyRecord, identifier: str) -> None:
+        """Delete a channel the caller owns, with all its messages, claims and leases.
+
+        Decided and applied in one synchronous step: the channel leaves the
+        directory, its actor refuses whatever is still queued (404), and its
+        parked long-polls are woken to answer 404 ``channel_not_found``.
+        """
+        state = self.world.resolve_channel(identifier, key)
+        event = decide_delete(state.config, key, self.clock.now())
+        seq = self.commit_global(event)
+        actor = self.actors.pop(state.config.id, None)
+        if actor is not None:
+            actor.deleted = True
+            self.forget_messages(state.live.values())
+            self.forget_messages(entry.message for entry in state.history)
+            actor.wake_all()
+            actor.close()
+        await settle(self.journal, seq)
 
     def record_idempotent(
         self, key_id: str, idempotency_key: str, method: str, path: str, status: int, body: bytes

@@ -77,6 +77,12 @@ async def take_snapshot(hub: Hub, directory: Path) -> SnapshotReport:
             messages += len(capture.messages)
         finally:
             state.end_capture()
+    # a channel deleted meanwhile stays out: its deletion may precede what others hold
+    parts = [
+        part
+        for state, part in zip(channels, parts, strict=True)
+        if state.config.id in world.channels
+    ]
     pieces = snapshot_pieces(hub.clock.now(), registry, parts)
     size = sum(len(piece) for piece in pieces)
     # CRC and write run in the thread (zlib and os.write release the GIL)
@@ -85,7 +91,7 @@ async def take_snapshot(hub: Hub, directory: Path) -> SnapshotReport:
     report = SnapshotReport(
         path,
         covered,
-        len(channels),
+        len(parts),
         messages,
         size,
         time.perf_counter() - started,

@@ -5,6 +5,7 @@ Layout (one top-level msgpack object after another, never nested)::
     {"format": 2, "clock": <µs at pack time>, "channels": N}
     {registry: seq, keys, actors, actor_aliases, idempotency}
     {channel part}  × N: seq, config, members, last_seq, recent_posts,
+                         ledger (invitations, access requests, event log),
                          "live": [<bin: packed chunk of rows>, ...],
                          "history": [<bin: packed chunk of rows>, ...]
 
@@ -32,7 +33,7 @@ import msgpack
 
 from backchannel.core.capture import Capture
 from backchannel.core.channel import ChannelState
-from backchannel.core.events import Event, channel_of, from_wire
+from backchannel.core.events import ChannelDeleted, Event, channel_of, from_wire
 from backchannel.core.records import (
     Actor,
     Archived,
@@ -129,6 +130,7 @@ def channel_pieces(capture: Capture, live: list[bytes], history: list[bytes]) ->
         "members": [_row(m, _MEMBER) for m in capture.members],
         "last_seq": capture.last_seq,
         "recent_posts": capture.recent_posts,
+        "ledger": capture.ledger,
     }
     head = _MAP_HEADER(len(small) + 2) + b"".join(_pack(k) + _pack(v) for k, v in small.items())
     return [head, *_bins("live", live), *_bins("history", history)]
@@ -197,6 +199,8 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
         world.channels_by_name.setdefault((config.owner_id, config.name), []).append(config.id)
         for alias in config.aliases:
             world.channel_aliases[alias] = config.id
+        for invitation_id in state.ledger.invitations:
+            world.invitations[invitation_id] = config.id
     return world, int(outer["clock"])
 
 
@@ -224,16 +228,23 @@ def _load_channel(part: dict[str, Any]) -> ChannelState:
             state.archived[message.id] = entry
     state.rebuild_indexes()
     state._recent_posts = deque(part["recent_posts"])
+    ledger = part.get("ledger")
+    if ledger is not None:
+        state.ledger.load(ledger)
     return state
 
 
 def replay(world: World, records: list[tuple[int, Any]]) -> tuple[int, int]:
     """Apply log records the snapshot does not cover, through the live ``apply``.
 
+    A channel deleted while the snapshot was being taken is not in it (see
+    ``take_snapshot``); its records up to its deletion are skipped.
+
     Returns ``(applied, newest timestamp seen)``.
     """
     applied = 0
     newest = 0
+    deleted = {body[1] for _, body in records if body[0] == ChannelDeleted.kind}
     for seq, body in records:
         event: Event = from_wire(body)
         channel_id = channel_of(event)
@@ -242,6 +253,8 @@ def replay(world: World, records: list[tuple[int, Any]]) -> tuple[int, int]:
         else:
             channel = world.channels.get(channel_id)
             if channel is None:
+                if channel_id in deleted:
+                    continue
                 raise ValueError(f"log record {seq} names unknown channel {channel_id}")
             covered = channel.applied_seq
         if seq <= covered:

@@ -1,0 +1,144 @@
+"""Routes that change a channel itself: PATCH, DELETE, aliases (contract §2.4, §0.7).
+
+All three are the owner's: the channel is resolved with the caller's key
+(404 ``channel_not_found``, 403 ``channel_access_denied``), then the owner
+is checked (403 ``forbidden``), then the body. PATCH refuses unknown fields
+(422 ``invalid_fields``) before it resolves the channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backchannel.config import Settings
+from backchannel.core.errors import ApiError
+from backchannel.core.membership import require_owner
+from backchannel.core.records import BROADCAST, CLAIMABLE, OPEN, RESTRICTED
+from backchannel.core.schema import schema_problems
+from backchannel.http import fields
+from backchannel.http.api import Api, Call, Result
+from backchannel.http.views import channel_view
+from backchannel.runtime import access
+
+PATCHABLE = (
+    "name",
+    "mode",
+    "access",
+    "discoverable",
+    "description",
+    "metadata_schema",
+    "pinned_message",
+    "related_channels",
+    "retention_days",
+    "max_messages",
+    "max_writes_per_minute",
+    "paused",
+)
+_LIMIT_RULE = "must be null or an integer between 1 and 1000000"
+
+
+def unknown_fields(body: dict[str, Any]) -> None:
+    """422 ``invalid_fields`` (with the sorted names) for fields PATCH does not take."""
+    unknown = sorted(name for name in body if name not in PATCHABLE)
+    if unknown:
+        raise ApiError(
+            422,
+            "invalid_fields",
+            "These fields cannot be changed: " + ", ".join(unknown),
+            fields=unknown,
+        )
+
+
+def patch_changes(
+    body: dict[str, Any], settings: Settings
+) -> tuple[dict[str, Any], list[str] | None]:
+    """Validate a PATCH body in the allow-list's order, with the creation rules.
+
+    Returns ``(changes, related)``: config values to set, and the
+    ``related_channels`` identifiers (None: links unchanged).
+    """
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = fields.channel_name(body, settings.max_name_chars)
+    if "mode" in body:
+        if body["mode"] not in (BROADCAST, CLAIMABLE):
+            raise ApiError(422, "invalid_mode", "'mode' must be 'broadcast' or 'claimable'")
+        changes["mode"] = body["mode"]
+    if "access" in body:
+        if body["access"] not in (OPEN, RESTRICTED):
+            raise ApiError(422, "invalid_access", "'access' must be 'open' or 'restricted'")
+        changes["access"] = body["access"]
+    if "discoverable" in body:
+        if not isinstance(body["discoverable"], bool):
+            raise ApiError(422, "invalid_discoverable", "'discoverable' must be true or false")
+        changes["discoverable"] = body["discoverable"]
+    if "description" in body:
+        text = fields.optional_string(body, "description", max_chars=settings.max_text_chars)
+        changes["description"] = text or ""
+    if "metadata_schema" in body:
+        schema = fields.optional_object(
+            body, "metadata_schema", max_bytes=settings.max_metadata_bytes
+        )
+        problems = schema_problems(schema)
+        if problems:
+            raise ApiError(
+                422, "invalid_object", "'metadata_schema' is unusable: " + "; ".join(problems)
+            )
+        changes["metadata_schema"] = schema
+    if "pinned_message" in body:
+        changes["pinned_message"] = fields.optional_string(
+            body, "pinned_message", max_chars=settings.max_text_chars
+        )
+    related = fields.string_list(body, "related_channels", "invalid_related_channels")
+    if "retention_days" in body:
+        changes["retention_days"] = fields.bounded_int(
+            body["retention_days"],
+            1,
+            365,
+            "invalid_retention_days",
+            "'retention_days' must be an integer between 1 and 365",
+        )
+    for name, code in (
+        ("max_messages", "invalid_max_messages"),
+        ("max_writes_per_minute", "invalid_max_writes_per_minute"),
+    ):
+        if name in body:
+            changes[name] = fields.bounded_int(
+                body[name], 1, 1_000_000, code, f"'{name}' {_LIMIT_RULE}", nullable=True
+            )
+    if "paused" in body:
+        if not isinstance(body["paused"], bool):
+            raise ApiError(422, "invalid_paused", "'paused' must be true or false")
+        changes["paused"] = body["paused"]
+    return changes, related
+
+
+def register(api: Api) -> None:
+    hub = api.hub
+    settings = api.settings
+
+    @api.route("PATCH", "/v1/channels/<identifier>", mutating=True)
+    async def patch_channel(call: Call, identifier: str) -> Result:
+        body = await call.json()
+        unknown_fields(body)
+        state = hub.world.resolve_channel(identifier, call.auth)
+        require_owner(state.config, call.auth, "update a channel")
+        changes, related = patch_changes(body, settings)
+        actor = hub.actors[state.config.id]
+        config = await actor.call(access.update, actor, call.auth, changes, related)
+        return 200, channel_view(config, hub.world, call.auth.key_id)
+
+    @api.route("DELETE", "/v1/channels/<identifier>", mutating=True)
+    async def delete_channel(call: Call, identifier: str) -> Result:
+        await hub.delete_channel(call.auth, identifier)
+        return 204, None
+
+    @api.route("POST", "/v1/channels/<identifier>/aliases", mutating=True)
+    async def add_alias(call: Call, identifier: str) -> Result:
+        body = await call.json()
+        state = hub.world.resolve_channel(identifier, call.auth)
+        require_owner(state.config, call.auth, "add channel aliases")
+        alias = fields.required_string(body, "alias", max_chars=settings.max_name_chars)
+        actor = hub.actors[state.config.id]
+        config = await actor.call(access.add_alias, actor, call.auth, alias)
+        return 201, channel_view(config, hub.world, call.auth.key_id)
