@@ -132,9 +132,7 @@ def _operation(method: str, pattern: str, auth: bool, mutating: bool, doc: Doc) 
         codes += BODY_ERRORS
     if mutating and auth:
         codes += IDEMPOTENCY_ERRORS
-    responses: dict[str, Any] = {
-        str(doc.status): _success(doc),
-    }
+    responses: dict[str, Any] = {str(status): _success(doc) for status in (doc.status, *doc.also)}
     by_status: dict[int, list[str]] = {}
     for code in dict.fromkeys(codes):
         by_status.setdefault(ERRORS[code][0], []).append(code)

@@ -1,203 +1,30 @@
-"""What the OpenAPI document says of each route that the router cannot know.
-
-One :class:`Doc` per ``(method, pattern)`` served by the API lane: summary,
-request and answer shapes (JSON Schema 2020-12, as OpenAPI 3.1 takes it),
-success status and the error codes beyond the ones every route of its kind
-can meet (``openapi.py`` adds authentication, body and idempotency errors).
-Limits come from the live settings, so the document states this instance's
-limits. The object shapes are contract §2.2.
-"""
+"""Route docs of the agent handoff path: keys, actors, channels, messages,
+claims and the ``/v1/tasks`` verbs (contract §2.3, §2.4, §2.6, §2.7, §2.9)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from backchannel.config import Settings
-
-Schema = dict[str, Any]
-
-
-def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def nullable(schema: Schema) -> Schema:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-STRING: Schema = {"type": "string"}
-TIMESTAMP: Schema = {"type": "string", "description": "ISO-8601 UTC timestamp"}
-OBJECT: Schema = {"type": "object"}
-REF_PAIR: Schema = {
-    "type": "object",
-    "required": ["id", "name"],
-    "properties": {"id": STRING, "name": STRING},
-}
+from backchannel.http.route_docs.shapes import (
+    CHANNEL_READ,
+    MESSAGE_VERB,
+    OBJECT,
+    STRING,
+    TIMESTAMP,
+    Doc,
+    Fields,
+    Schema,
+    nullable,
+    obj,
+    page,
+    query,
+    ref,
+)
 
 
-def obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
-    """An object with these ``required`` and ``optional`` properties."""
-    return {
-        "type": "object",
-        "required": list(required),
-        "properties": {**required, **(optional or {})},
-    }
-
-
-def page(item: Schema) -> Schema:
-    return obj(
-        {"data": {"type": "array", "items": item}, "limit": {"type": "integer"}},
-        {"next_cursor": nullable(STRING)},
-    )
-
-
-COMPONENTS: dict[str, Schema] = {
-    "Error": obj(
-        {"error": STRING, "message": STRING},
-        {"request_id": STRING, "documentation_url": STRING},
-    ),
-    "Channel": obj(
-        {
-            "id": STRING,
-            "owner_id": STRING,
-            "created_by_key_id": STRING,
-            "name": STRING,
-            "mode": {"enum": ["broadcast", "claimable"]},
-            "access": {"enum": ["open", "restricted"]},
-            "discoverable": {"type": "boolean"},
-            "description": STRING,
-            "metadata_schema": OBJECT,
-            "pinned_message": nullable(STRING),
-            "ttl_seconds": {"type": "integer"},
-            "retention_days": {"type": "integer"},
-            "max_messages": nullable({"type": "integer"}),
-            "max_writes_per_minute": nullable({"type": "integer"}),
-            "paused": {"type": "boolean"},
-            "aliases": {"type": "array", "items": STRING},
-            "related_channels": {
-                "type": "array",
-                "items": obj({"id": STRING, "name": STRING, "mode": STRING}),
-            },
-            "created_at": TIMESTAMP,
-            "updated_at": TIMESTAMP,
-        }
-    ),
-    "ChannelSummary": obj(
-        {
-            "id": STRING,
-            "name": STRING,
-            "mode": STRING,
-            "access": STRING,
-            "description": STRING,
-            "created_at": TIMESTAMP,
-            "is_member": {"type": "boolean"},
-        }
-    ),
-    "Message": obj(
-        {
-            "id": STRING,
-            "channel_id": STRING,
-            "actor": nullable(REF_PAIR),
-            "actor_label": nullable(STRING),
-            "content": STRING,
-            "metadata": OBJECT,
-            "created_at": TIMESTAMP,
-            "expires_at": TIMESTAMP,
-            "claimed_by": nullable(REF_PAIR),
-            "claimed_by_key_id": nullable(STRING),
-            "mentions": {"type": "array", "items": REF_PAIR},
-            "claimed_at": nullable(TIMESTAMP),
-            "acknowledged_by": {
-                "type": "array",
-                "items": obj({"id": STRING, "name": STRING, "occurred_at": TIMESTAMP}),
-            },
-            "active": {"type": "boolean"},
-        }
-    ),
-    "ArchivedMessage": obj(
-        {
-            "id": STRING,
-            "channel_id": STRING,
-            "actor": nullable(REF_PAIR),
-            "actor_label": nullable(STRING),
-            "content": STRING,
-            "metadata": OBJECT,
-            "created_at": TIMESTAMP,
-            "expires_at": TIMESTAMP,
-            "claimed_by": nullable(REF_PAIR),
-            "claimed_at": nullable(TIMESTAMP),
-            "archived_at": TIMESTAMP,
-            "active": {"const": False},
-        }
-    ),
-    "Actor": obj(
-        {
-            "id": STRING,
-            "owner_id": STRING,
-            "created_by_key_id": STRING,
-            "name": STRING,
-            "description": STRING,
-            "metadata": OBJECT,
-            "aliases": {"type": "array", "items": STRING},
-            "created_at": TIMESTAMP,
-            "updated_at": TIMESTAMP,
-        }
-    ),
-    "MessageEnvelope": obj({"message": ref("Message"), "next_cursor": STRING}),
-    "ClaimNext": obj({"claimed": nullable(ref("Message"))}, {"note": STRING}),
-}
-
-
-@dataclass(frozen=True)
-class Doc:
-    """The human half of one operation."""
-
-    operation_id: str
-    summary: str
-    tag: str
-    status: int = 200
-    answer: Schema | None = None
-    body: Schema | None = None
-    body_required: bool = False
-    errors: tuple[str, ...] = ()
-    query: list[Schema] = field(default_factory=list)
-    deprecated: bool = False
-    admin: bool = False
-
-
-def query(name: str, schema: Schema, description: str) -> Schema:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-CHANNEL_READ = ("channel_not_found", "channel_access_denied")
-MESSAGE_VERB = ("message_not_found", "message_expired", "channel_access_denied")
-
-
-def route_docs(settings: Settings) -> dict[tuple[str, str], Doc]:
-    """Every API route's :class:`Doc`, with this instance's limits."""
-    name: Schema = {"type": "string", "minLength": 1, "maxLength": settings.max_name_chars}
-    text: Schema = {"type": "string", "maxLength": settings.max_text_chars}
-    metadata: Schema = {
-        "type": "object",
-        "description": f"at most {settings.max_metadata_bytes} bytes",
-    }
-    content: Schema = {
-        "type": "string",
-        "minLength": 1,
-        "description": f"at most {settings.max_message_bytes} UTF-8 bytes",
-    }
-    lease: Schema = {
-        "type": "integer",
-        "minimum": settings.lease_min_seconds,
-        "maximum": settings.lease_max_seconds,
-    }
+def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
+    """Keys, actors, channels, messages, claims and the task verbs."""
+    f = Fields(settings)
+    name, text, metadata, content, lease = f.name, f.text, f.metadata, f.content, f.lease
     acting = obj({}, {"actor": STRING, "metadata": metadata})
     post_fields: dict[str, Schema] = {
         "content": content,
