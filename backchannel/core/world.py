@@ -23,10 +23,14 @@ from dataclasses import fields
 from typing import Any
 
 from backchannel.core import errors
+from backchannel.core.audit import AuditLog
 from backchannel.core.channel import ChannelState
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
+    ActorAliased,
     ActorCreated,
+    ActorWebhookDeleted,
+    ActorWebhookSet,
     ChannelCreated,
     ChannelEvent,
     Event,
@@ -35,6 +39,12 @@ from backchannel.core.events import (
     IdempotencyStored,
     KeyMinted,
     KeyRevoked,
+    MintingToggled,
+    ScopesSet,
+    SecurityRecorded,
+    SessionCreated,
+    SessionDeleted,
+    SessionUpdated,
     channel_of,
 )
 from backchannel.core.records import (
@@ -45,6 +55,8 @@ from backchannel.core.records import (
     KeyRecord,
     Member,
 )
+from backchannel.core.sessions import SessionBook
+from backchannel.core.webhooks import WebhookBook
 
 CONFIG_FIELDS = tuple(
     f.name for f in fields(ChannelConfig) if f.name not in ("members", "aliases", "paused")
@@ -70,6 +82,10 @@ class World:
         self.channels_by_name: dict[tuple[str, str], list[str]] = {}
         self.idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
         self.applied_seq = 0
+        self.public_minting: bool | None = None  # None: the setting decides
+        self.sessions = SessionBook()
+        self.webhooks = WebhookBook()
+        self.audit = AuditLog()
 
     # -- keys -----------------------------------------------------------------
 
@@ -101,6 +117,10 @@ class World:
     def decide_revoke(self, key: KeyRecord, now: int) -> KeyRevoked:
         return KeyRevoked(key.key_id, now)
 
+    def decide_minting(self, enabled: bool, now: int) -> MintingToggled:
+        """Open or close public minting; the choice outlives restarts and settings."""
+        return MintingToggled(enabled, now)
+
     # -- actors ---------------------------------------------------------------
 
     def decide_create_actor(
@@ -117,6 +137,23 @@ class World:
             actor_id = self.actor_aliases.get(identifier)
             actor = self.actors.get(actor_id) if actor_id else None
         return actor
+
+    def decide_alias_actor(
+        self, key: KeyRecord, identifier: str, alias: str, now: int
+    ) -> ActorAliased:
+        """Alias an actor the caller's owner owns (contract §0.7 fixes §6 S2).
+
+        Raises: 404 ``actor_not_found``, 403 ``actor_forbidden``, 409
+        ``alias_conflict`` (the actor-alias namespace is global).
+        """
+        actor = self.find_actor(identifier)
+        if actor is None:
+            raise errors.actor_not_found(identifier)
+        if actor.owner_id != key.owner_id:
+            raise errors.actor_forbidden()
+        if alias in self.actor_aliases:
+            raise ApiError(409, "alias_conflict", f"Alias '{alias}' already exists")
+        return ActorAliased(actor.id, alias, now)
 
     def resolve_posting_actor(self, key: KeyRecord, identifier: str) -> Actor:
         """Actor named in a post: id or alias, owned by the caller's owner."""
@@ -302,6 +339,19 @@ class World:
                 stale = [k for k, v in self.idempotency.items() if v.stored_at < event.before]
                 for k in stale:
                     del self.idempotency[k]
+            case ScopesSet():
+                self.keys[event.key_id].scopes = event.scopes
+            case MintingToggled():
+                self.public_minting = event.enabled
+            case ActorAliased():
+                self.actors[event.actor_id].aliases.append(event.alias)
+                self.actor_aliases[event.alias] = event.actor_id
+            case ActorWebhookSet() | ActorWebhookDeleted():
+                self.webhooks.apply(event)
+            case SessionCreated() | SessionUpdated() | SessionDeleted():
+                self.sessions.apply(event)
+            case SecurityRecorded():
+                self.audit.apply(event)
 
     def _add_actor(self, actor: Actor) -> None:
         self.actors[actor.id] = actor

@@ -18,14 +18,14 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from backchannel import __version__, agent_docs
 from backchannel.core.errors import ApiError
-from backchannel.http import actors, channels, keys, messages, tasks
+from backchannel.http import actors, admin, channels, keys, messages, security, sessions, tasks
 from backchannel.http.api import Api, Call, Reply, Result
 from backchannel.http.api import dumps as api_dumps
 from backchannel.http.request import DRAIN_FACTOR, Request, body_too_large
 from backchannel.runtime.hub import Hub
 
 _CORS = [
-    (b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS"),
+    (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"),
     (b"access-control-allow-headers", b"Content-Type, X-API-Key, Idempotency-Key, X-Admin-Token"),
     (b"access-control-max-age", b"86400"),
 ]
@@ -41,7 +41,7 @@ def create_app(hub: Hub) -> QuartTrio:
     api = Api(hub, settings)
     app.extensions["backchannel"] = api
 
-    for routes in (keys, channels, messages, actors, tasks):
+    for routes in (keys, channels, messages, actors, tasks, sessions, admin, security):
         routes.register(api)
 
     @api.route("GET", "/health", auth=False)

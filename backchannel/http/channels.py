@@ -84,7 +84,7 @@ def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[
 def register(api: Api) -> None:
     hub = api.hub
 
-    @api.route("POST", "/v1/channels", mutating=True)
+    @api.route("POST", "/v1/channels", mutating=True, scope="channels:write")
     async def create_channel(call: Call) -> Result:
         spec, related = _channel_spec(await call.json(), api)
         state = await hub.create_channel(call.auth, spec, related)

@@ -163,15 +163,48 @@ class Hub:
         self.world.apply_global(event, seq)
         return seq
 
-    async def mint_key(self, label: str) -> tuple[str, KeyRecord]:
-        raw, event = self.world.decide_mint(label, self.clock.now())
-        seq = self.commit_global(event)
+    async def commit(self, *events: GlobalEvent | None) -> None:
+        """Journal and apply global events, then wait until they are durable.
+
+        The caller decides the events in the same synchronous step (no
+        ``await`` between deciding and this call), so check and change are
+        atomic. None entries (nothing to change) are skipped.
+        """
+        seq = 0
+        for event in events:
+            if event is not None:
+                seq = self.commit_global(event)
         await settle(self.journal, seq)
+
+    async def mint_key(
+        self, label: str, *, audit_type: str = "key.issue", remote_addr: str | None = None
+    ) -> tuple[str, KeyRecord]:
+        """Mint a key, with its ``key.issue`` (or ``audit_type``) security event."""
+        now = self.clock.now()
+        raw, event = self.world.decide_mint(label, now)
+        audit = self.world.audit.decide(
+            audit_type,
+            actor_key_id=None,
+            subject_key_id=event.key_id,
+            remote_addr=remote_addr,
+            detail={"agent_label": label},
+            now=now,
+        )
+        await self.commit(event, audit)
         return raw, self.world.keys[event.key_id]
 
-    async def revoke_key(self, key: KeyRecord) -> None:
-        seq = self.commit_global(self.world.decide_revoke(key, self.clock.now()))
-        await settle(self.journal, seq)
+    async def revoke_key(self, key: KeyRecord, remote_addr: str | None = None) -> None:
+        """Revoke ``key``, with its ``key.revoke`` security event."""
+        now = self.clock.now()
+        audit = self.world.audit.decide(
+            "key.revoke",
+            actor_key_id=key.key_id,
+            subject_key_id=key.key_id,
+            remote_addr=remote_addr,
+            detail={"self_revoked": True},
+            now=now,
+        )
+        await self.commit(self.world.decide_revoke(key, now), audit)
 
     async def create_actor(
         self, key: KeyRecord, name: str, description: str, metadata: dict[str, Any]
