@@ -127,6 +127,10 @@ async def test_minting_toggle_wants_a_boolean(
         assert body["message"] == "'enabled' must be true or false"
         missing = await server.http.post("/v1/admin/minting", json={}, headers=ADMIN)
         assert_error(missing, 422, "invalid_field")
+        bad = await server.http.post("/v1/admin/minting", content=b"{", headers=ADMIN)
+        assert_error(bad, 400, "invalid_json")
+        shaped = await server.http.post("/v1/admin/minting", json=[False], headers=ADMIN)
+        assert_error(shaped, 422, "invalid_json_shape")
         assert (await server.http.get("/health")).json()["public_minting_enabled"] is True
 
 
