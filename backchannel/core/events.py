@@ -256,6 +256,14 @@ class SessionDeleted:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionsPurged:
+    """Sessions that expired at or before ``before`` are dropped (cleanup)."""
+
+    kind: ClassVar[str] = "session.purged"
+    before: int
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityRecorded:
     """One row of the security audit (contract §2.11), journaled with its cause."""
 
@@ -292,6 +300,7 @@ AccessEvent = (
     | SessionUpdated
     | SessionDeleted
     | SecurityRecorded
+    | SessionsPurged
 )
 
 GlobalEvent = (
@@ -347,6 +356,7 @@ _KINDS: dict[str, type[Any]] = {
         SessionDeleted,
         SecurityRecorded,
         ChannelPaused,
+        SessionsPurged,
     )
 }
 CHANNEL_EVENTS: tuple[type[Any], ...] = (

@@ -12,7 +12,8 @@ Rules
    not exist (404 ``session_not_found``), so ids reveal nothing.
 2. It expires 24 h after creation, never extended. Expired sessions leave
    the list at once; reading, patching or deleting one by id still works
-   until it is purged (as upstream).
+   until it is purged (as upstream). The runtime purges them periodically
+   with a :class:`SessionsPurged` event, so replay drops them too.
 3. PATCH shallow-merges into the stored state. The merged state travels in
    the event, so replay never re-runs a merge.
 """
@@ -23,13 +24,18 @@ import uuid
 from typing import Any
 
 from backchannel.core.errors import ApiError
-from backchannel.core.events import SessionCreated, SessionDeleted, SessionUpdated
+from backchannel.core.events import (
+    SessionCreated,
+    SessionDeleted,
+    SessionsPurged,
+    SessionUpdated,
+)
 from backchannel.core.records import Session
 from backchannel.core.timefmt import US_PER_SECOND
 
 SESSION_LIFE_US = 86_400 * US_PER_SECOND
 
-SessionEvent = SessionCreated | SessionUpdated | SessionDeleted
+SessionEvent = SessionCreated | SessionUpdated | SessionDeleted | SessionsPurged
 
 
 def session_not_found() -> ApiError:
@@ -71,6 +77,12 @@ class SessionBook:
     def decide_delete(self, key_id: str, session_id: str, now: int) -> SessionDeleted:
         return SessionDeleted(self.get(key_id, session_id).id, now)
 
+    def decide_purge(self, now: int) -> SessionsPurged | None:
+        """Drop every session expired at ``now``; None when there is none."""
+        if any(s.expires_at <= now for s in self.sessions.values()):
+            return SessionsPurged(now)
+        return None
+
     def apply(self, event: SessionEvent) -> None:
         match event:
             case SessionCreated():
@@ -89,8 +101,18 @@ class SessionBook:
                 session.state = event.state
                 session.updated_at = event.at
             case SessionDeleted():
-                session = self.sessions.pop(event.session_id)
-                del self._by_key[session.key_id][session.id]
+                self._remove(event.session_id)
+            case SessionsPurged():
+                expired = [s.id for s in self.sessions.values() if s.expires_at <= event.before]
+                for session_id in expired:
+                    self._remove(session_id)
+
+    def _remove(self, session_id: str) -> None:
+        session = self.sessions.pop(session_id)
+        ids = self._by_key[session.key_id]
+        del ids[session_id]
+        if not ids:
+            del self._by_key[session.key_id]
 
     def load(self, sessions: list[Session]) -> None:
         """Fill an empty book from a snapshot (in creation order)."""

@@ -44,6 +44,7 @@ from backchannel.core.events import (
     SecurityRecorded,
     SessionCreated,
     SessionDeleted,
+    SessionsPurged,
     SessionUpdated,
     channel_of,
 )
@@ -348,7 +349,7 @@ class World:
                 self.actor_aliases[event.alias] = event.actor_id
             case ActorWebhookSet() | ActorWebhookDeleted():
                 self.webhooks.apply(event)
-            case SessionCreated() | SessionUpdated() | SessionDeleted():
+            case SessionCreated() | SessionUpdated() | SessionDeleted() | SessionsPurged():
                 self.sessions.apply(event)
             case SecurityRecorded():
                 self.audit.apply(event)

@@ -36,9 +36,10 @@ from backchannel.core.world import World
 from backchannel.runtime.actor import ChannelActor
 from backchannel.runtime.clock import WallClock
 from backchannel.runtime.durable import settle
-from backchannel.runtime.journal import Journal
+from backchannel.runtime.journal import Journal, JournalFailed
 
 log = logging.getLogger(__name__)
+SESSION_PURGE_SECONDS = 3600.0
 
 SANDBOX_ALIAS = "sandbox"
 SANDBOX_BOT_LABEL = "sandbox-heartbeat-bot"
@@ -79,6 +80,7 @@ class Hub:
         self.closing = False
         self._nursery: trio.Nursery | None = None
         self._background = trio.CancelScope()
+        self._purging = trio.CancelScope()
         self._stopping = trio.Event()
 
     # -- lifetime -------------------------------------------------------------
@@ -93,6 +95,7 @@ class Hub:
                 await self.ensure_sandbox()
                 if self.settings.sandbox_heartbeat_seconds > 0:
                     nursery.start_soon(self._sandbox_heartbeat)
+            nursery.start_soon(self._purge_sessions)
             task_status.started()
             # stay open for channels created later, until close(); then the
             # nursery waits for every actor to drain its inbox
@@ -111,6 +114,7 @@ class Hub:
             actor.wake_all()
             actor.close()
         self._background.cancel()
+        self._purging.cancel()
 
     async def _start_actor(self, state: ChannelState) -> ChannelActor:
         assert self._nursery is not None
@@ -275,6 +279,25 @@ class Hub:
         config.max_messages = settings.sandbox_max_messages
         config.max_writes_per_minute = settings.sandbox_max_writes_per_minute
         config.discoverable = True
+
+    async def _purge_sessions(self) -> None:
+        """Drop expired sessions once per ``SESSION_PURGE_SECONDS`` (contract §3.19 cleanup).
+
+        A session is dropped once it has been expired for at least that long,
+        so an expired session stays readable by id for a while (as upstream,
+        where cleanup ran periodically). The purge is an event like any other,
+        so replay drops them too; it is not waited on, nobody is answered by it.
+        """
+        with self._purging:
+            while True:
+                await trio.sleep(SESSION_PURGE_SECONDS)
+                grace = int(SESSION_PURGE_SECONDS * 1_000_000)
+                event = self.world.sessions.decide_purge(self.clock.now() - grace)
+                if event is not None:
+                    try:
+                        self.commit_global(event)
+                    except JournalFailed:
+                        log.warning("session purge skipped: the journal has failed")
 
     async def _sandbox_heartbeat(self) -> None:
         """Post a heartbeat when the sandbox has been silent for the interval."""

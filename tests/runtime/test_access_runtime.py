@@ -13,9 +13,11 @@ import trio.testing
 
 from backchannel.core.errors import ApiError
 from backchannel.core.records import Message
-from backchannel.runtime.hub import Hub
+from backchannel.core.world import World
+from backchannel.runtime.hub import SESSION_PURGE_SECONDS, Hub
 from backchannel.runtime.journal import MemoryJournal
 from backchannel.runtime.service import open_runtime
+from backchannel.storage.state import replay
 from tests.conftest import test_settings
 
 SECOND = 1_000_000
@@ -71,3 +73,32 @@ async def test_pause_goes_through_the_actor_with_its_audit_event(
             await actor.call(actor.cmd_pause, False, None)
             assert hub.world.audit.for_key(owner.key_id, 1)[0].event_type == "channel.resume"
             await actor.call(actor.cmd_post, owner, "x", {}, None, None, None)
+
+
+async def test_expired_sessions_are_purged_by_an_event(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    with trio.fail_after(7 * 86_400):
+        async with runtime(tmp_path) as hub:
+            journal = hub.journal
+            assert isinstance(journal, MemoryJournal)
+            book = hub.world.sessions
+            _raw, key = await hub.mint_key("owner")
+            old = book.decide_create(key.key_id, "old", {}, hub.clock.now())
+            await hub.commit(old)
+            await trio.sleep(12 * 3600)
+            young = book.decide_create(key.key_id, "young", {}, hub.clock.now())
+            await hub.commit(young)
+            await trio.sleep(12 * 3600 + SESSION_PURGE_SECONDS / 2)
+            assert len(book.sessions) == 2  # expired, kept for at least one purge interval
+            await trio.sleep(SESSION_PURGE_SECONDS * 2)
+            assert list(book.sessions) == [young.session_id]
+            purges = [body for _seq, body in journal.records if body[0] == "session.purged"]
+            assert len(purges) == 1
+            await trio.sleep(12 * 3600)
+            assert book.sessions == {}
+            # replaying the journal gives the same (empty) book
+            replayed = World()
+            replay(replayed, journal.records)
+            assert replayed.sessions.sessions == {}
+            assert replayed.sessions.listing(key.key_id, 0) == []
