@@ -70,6 +70,10 @@ class Agent:
         headers = self._headers(kw.pop("headers", None))
         return await self.http.delete(path, headers=headers, **kw)
 
+    async def put(self, path: str, json: Any = None, **kw: Any) -> httpx.Response:
+        headers = self._headers(kw.pop("headers", None))
+        return await self.http.put(path, json=json, headers=headers, **kw)
+
     async def channel(
         self, name: str = "jobs", mode: str = "claimable", **fields: Any
     ) -> dict[str, Any]:

@@ -6,7 +6,8 @@ Theory of operation
 client saw, so this tool checks it from the client's side. It runs the real
 server (``python -m backchannel serve``) as a child process on a fresh data
 directory, drives it over HTTP with concurrent writers (posts, claims,
-lease claims, heartbeats, releases, acks over a few claimable channels, and
+lease claims, heartbeats, releases, acks over a few claimable channels,
+session creates and patches, an operator toggling public minting, and
 one access writer: channels, members, invitations, access requests, PATCH,
 aliases, DELETE; see ``crash_access.py``) and
 records every write that got a 2xx answer with the state that answer
@@ -35,7 +36,9 @@ also replays the same message id); the holder of a message is the actor of
 the last answered claim/release (with the claiming key); a lease token from
 the last answered lease claim/heartbeat still heartbeats, and a token ended
 by an answered release or holder ack does not; every answered ack is in
-``acknowledged_by``. Every restart must also log ``recovered from ...``.
+``acknowledged_by``; a created session still exists with the state of its
+last answered write; ``/health`` reports the last answered minting toggle.
+Every restart must also log ``recovered from ...``.
 
 Usage::
 
@@ -82,7 +85,18 @@ RECOVERED = re.compile(
     r"recovered from (?P<source>.+?): (?P<channels>\d+) channels, (?P<messages>\d+) live "
     r"messages, (?P<replayed>\d+) log records replayed"
 )
-WEIGHTS = {"post": 3.0, "claim": 2.0, "lease": 2.0, "heartbeat": 1.0, "release": 1.5, "ack": 1.5}
+WEIGHTS = {
+    "post": 3.0,
+    "claim": 2.0,
+    "lease": 2.0,
+    "heartbeat": 1.0,
+    "release": 1.5,
+    "ack": 1.5,
+    "session_new": 0.3,
+    "session_patch": 1.0,
+}
+ADMIN_TOKEN = "crash-admin-token"
+MINTING_TOGGLE_PAUSE = 0.05
 
 
 def server_python() -> str:
@@ -143,6 +157,18 @@ class Msg:
 
 
 @dataclass
+class Sess:
+    """The state a writer's answered session writes imply for one session."""
+
+    id: str
+    create_write: int
+    state: dict[str, Any]
+    write: int  # last answered write that set ``state``
+    retired: bool = False
+    allowed: list[dict[str, Any]] = field(default_factory=list)  # when retired
+
+
+@dataclass
 class Pending:
     """A write sent and not (yet) answered."""
 
@@ -150,6 +176,8 @@ class Pending:
     msg: Msg | None = None
     actor: str | None = None
     content: str | None = None
+    sess: Sess | None = None
+    state: dict[str, Any] | None = None
 
 
 @dataclass
@@ -160,6 +188,7 @@ class Worker:
     mint_write: int
     actors: tuple[str, str]
     msgs: list[Msg] = field(default_factory=list)
+    sessions: list[Sess] = field(default_factory=list)
     counter: int = 0
     pending: Pending | None = None
 
@@ -207,6 +236,9 @@ class CrashTest:
         self.cycle = 0
         self.server: Server | None = None
         self.access = AccessWriter(self, random.Random(self.rng.random()))
+        self.minting_value = True  # the setting's default until a toggle is answered
+        self.minting_write: int | None = None
+        self.minting_maybe: set[bool] = set()
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -239,6 +271,7 @@ class CrashTest:
             BACKCHANNEL_RATE_LIMIT="0",
             BACKCHANNEL_KEY_MINT_LIMIT="0",
             BACKCHANNEL_SANDBOX_HEARTBEAT_SECONDS="0",
+            BACKCHANNEL_ADMIN_TOKEN=ADMIN_TOKEN,
         )
         command = [
             server_python(),
@@ -384,10 +417,15 @@ class CrashTest:
             for name in worker.actors:
                 if name not in m.acks:
                     options.setdefault("ack", []).append((m, name))
-        kinds = ["post", *options]
+        if any(not s.retired for s in worker.sessions[-10:]):
+            options["session_patch"] = []
+        kinds = ["post", "session_new", *options]
         (kind,) = rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])
         if kind == "post":
             await self.post(client, worker)
+            return
+        if kind.startswith("session"):
+            await self.session_write(client, worker, kind)
             return
         msg, actor = rng.choice(options[kind])
         worker.pending = Pending(kind, msg, actor)
@@ -449,6 +487,54 @@ class CrashTest:
         index = self.answered("post", f"{message_id} in {channel_id}")
         worker.msgs.append(Msg(message_id, channel_id, content, idem, index, self.cycle))
 
+    async def session_write(self, client: httpx.AsyncClient, worker: Worker, kind: str) -> None:
+        """Create a session, or patch one of the worker's with a new counter value."""
+        worker.counter += 1
+        value = {f"k{worker.counter % 5}": worker.counter}
+        if kind == "session_new":
+            worker.pending = Pending(kind)
+            response = await client.post(
+                "/v1/sessions", json={"name": "crash", "state": value}, headers=worker.headers
+            )
+        else:
+            sess = self.rng.choice([s for s in worker.sessions[-10:] if not s.retired])
+            worker.pending = Pending(kind, sess=sess, state={**sess.state, **value})
+            response = await client.patch(
+                f"/v1/sessions/{sess.id}", json={"state": value}, headers=worker.headers
+            )
+        if not response.is_success:
+            self.refused(worker, response)
+            return
+        pending, worker.pending = worker.pending, None
+        body = response.json()
+        index = self.answered(kind, f"session {body['id']}")
+        if pending.sess is None:
+            worker.sessions.append(Sess(body["id"], index, body["state"], index))
+        else:
+            pending.sess.state, pending.sess.write = body["state"], index
+
+    async def toggle_minting(self, client: httpx.AsyncClient, until: float) -> None:
+        """The operator flips public minting until the server goes away."""
+        while trio.current_time() < until:
+            value = not self.minting_value
+            try:
+                response = await client.post(
+                    "/v1/admin/minting",
+                    json={"enabled": value},
+                    headers={"X-Admin-Token": ADMIN_TOKEN},
+                )
+            except httpx.TransportError:
+                self.minting_maybe.add(value)
+                return
+            if not response.is_success:
+                print(f"  refused minting toggle: {response.status_code} {response.text[:200]}")
+                self.minting_maybe.add(value)
+                return
+            self.minting_value = value
+            self.minting_write = self.answered("minting", f"enabled={value}")
+            self.minting_maybe.clear()
+            await trio.sleep(MINTING_TOGGLE_PAUSE)
+
     def refused(self, worker: Worker, response: httpx.Response) -> None:
         pending = worker.pending
         self.refusals += 1
@@ -469,6 +555,13 @@ class CrashTest:
         if pending.kind == "post":
             assert pending.content is not None
             self.maybe_contents.add(pending.content)
+            return
+        if pending.kind.startswith("session"):
+            sess = pending.sess
+            if sess is not None and pending.state is not None:  # a patch may have landed
+                if not sess.retired:
+                    sess.retired, sess.allowed = True, [sess.state]
+                sess.allowed.append(pending.state)
             return
         msg = pending.msg
         assert msg is not None
@@ -507,6 +600,7 @@ class CrashTest:
                         nursery.start_soon(self.run_worker, client, worker, until)
                     nursery.start_soon(self.late_bodies, server.url, until)
                     nursery.start_soon(self.access.run, client, until, trio.current_time)
+                    nursery.start_soon(self.toggle_minting, client, until)
                     await trio.sleep(delay)
                     await self.kill()
                     self.kills += 1
@@ -577,6 +671,7 @@ class CrashTest:
                 for item in await self.pages(client, f"/v1/channels/{channel_id}/messages"):
                     live[item["id"]] = item
             self.check_phantom_posts(live, verdict)
+            await self.check_access_state(client, verdict)
             archived: dict[str, dict[str, Any]] | None = None
             for worker in self.workers:
                 for msg in worker.msgs:
@@ -612,6 +707,30 @@ class CrashTest:
         )
         for why in verdict.phantoms[:20]:
             print(f"  phantom: {why}")
+
+    async def check_access_state(self, client: httpx.AsyncClient, verdict: Verdict) -> None:
+        """Sessions hold their last answered state; minting shows the last answered toggle."""
+        for worker in self.workers:
+            for sess in worker.sessions:
+                verdict.checked += 1
+                response = await client.get(f"/v1/sessions/{sess.id}", headers=worker.headers)
+                if response.status_code != 200:
+                    self.lose(sess.create_write, f"session -> {response.status_code}", verdict)
+                    continue
+                state = response.json()["state"]
+                if state == sess.state:
+                    continue
+                if sess.retired and state in sess.allowed:
+                    sess.state = state  # what survived is what later checks expect
+                    continue
+                self.lose(sess.write, f"session state {state} != {sess.state}", verdict)
+        verdict.checked += 1
+        observed = (await client.get("/health")).json()["public_minting_enabled"]
+        if observed in self.minting_maybe:
+            self.minting_value = observed
+        elif observed != self.minting_value:
+            self.lose(self.minting_write, f"public_minting_enabled={observed}", verdict)
+        self.minting_maybe.clear()
 
     async def pages(self, client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
         """Every item of a paged listing (bounded); what was read before an error."""

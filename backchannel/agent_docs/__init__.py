@@ -42,6 +42,27 @@ ERRORS: dict[str, tuple[int, str, str]] = {
         "Act only as actors your key registered.",
     ),
     "minting_closed": (403, "Public key minting is disabled.", "Ask the operator for a key."),
+    "admin_unauthorized": (
+        401,
+        "X-Admin-Token is missing or wrong on an admin route.",
+        "Send the operator's token.",
+    ),
+    "admin_disabled": (
+        403,
+        "The admin API is off: BACKCHANNEL_ADMIN_TOKEN is unset.",
+        "Set the token to enable it.",
+    ),
+    "insufficient_scope": (
+        403,
+        "The key's scopes lack `required_scope` (see `granted_scopes`); a key cannot widen "
+        "its own scopes.",
+        "Use a key with that scope.",
+    ),
+    "session_not_found": (404, "No session with that id for this key.", "List /v1/sessions."),
+    "webhook_not_found": (404, "The actor has no webhook registered.", "Register one first."),
+    "invalid_scopes": (422, "scopes must be an array of strings.", "Fix the value."),
+    "invalid_scope": (422, "An entry of scopes is not a known scope.", "Use the listed scopes."),
+    "invalid_field": (422, "enabled must be true or false.", "Fix the value."),
     "not_found": (404, "No route for this method and path.", "Check the path against /llms.txt."),
     "channel_not_found": (
         404,

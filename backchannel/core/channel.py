@@ -42,6 +42,7 @@ from backchannel.core.capture import Capture
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
     ChannelEvent,
+    ChannelPaused,
     HistoryPurged,
     LeaseEnded,
     LeaseExpired,
@@ -83,7 +84,6 @@ class ChannelState:
         self._oldest_archived_at: int | None = None
         self._leases: list[tuple[int, str, str]] = []  # heap of (expires, message id, token)
         self._recent_posts: deque[int] = deque()
-        self.trimmed: list[Message] = []  # dropped by max_messages; drained by the owner
         self._unclaimed: list[Message] = []  # live and unheld, in seq order (work queue)
         self.applied_seq = 0  # global journal seq of the last applied event
         self._capture: Capture | None = None
@@ -254,6 +254,10 @@ class ChannelState:
             mentions=mentions,
         )
 
+    def decide_pause(self, paused: bool, now: int) -> ChannelPaused:
+        """The operator's kill switch (contract §2.10); always bumps ``updated_at``."""
+        return ChannelPaused(self.config.id, paused, now)
+
     def check_message(self, message_id: str, key_id: str, verb: str, *, claim: bool) -> Message:
         """Find a live message for claim/release/ack/retract, in contract order.
 
@@ -409,6 +413,9 @@ class ChannelState:
                     self._archive(message, event.at, "expired")
             case HistoryPurged():
                 self._purge_history(event.before)
+            case ChannelPaused():
+                self.config.paused = event.paused
+                self.config.updated_at = event.at
             case _:
                 apply_access(self, event)
 
@@ -438,11 +445,12 @@ class ChannelState:
                 recent.popleft()
         cap = self.config.max_messages
         if cap is not None:
+            # the oldest live messages leave for history (unlike upstream, which
+            # deleted them unarchived: §6 C16)
             while len(self.live) > cap:
                 oldest = self._first_live()
                 assert oldest is not None
-                self._drop(oldest)
-                self.trimmed.append(oldest)
+                self._archive(oldest, event.created_at, "trimmed")
 
     def _archive(self, message: Message, at: int, reason: str) -> None:
         self._drop(message)

@@ -319,6 +319,126 @@ AccessEvent = (
 )
 
 
+# --- keys, actors, sessions, audit, operator (issue 9): global events ---------
+
+
+@dataclass(frozen=True, slots=True)
+class ScopesSet:
+    kind: ClassVar[str] = "key.scopes"
+    key_id: str
+    scopes: list[str]
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MintingToggled:
+    """The operator opened or closed public minting (outlives the settings)."""
+
+    kind: ClassVar[str] = "minting.toggled"
+    enabled: bool
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActorAliased:
+    kind: ClassVar[str] = "actor.aliased"
+    actor_id: str
+    alias: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActorWebhookSet:
+    kind: ClassVar[str] = "actor.webhook.set"
+    actor_id: str
+    url: str
+    secret: str | None
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActorWebhookDeleted:
+    kind: ClassVar[str] = "actor.webhook.deleted"
+    actor_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreated:
+    kind: ClassVar[str] = "session.created"
+    session_id: str
+    key_id: str
+    name: str
+    state: dict[str, Any]
+    at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdated:
+    """The session's whole state after a merge (the merge is decided, not replayed)."""
+
+    kind: ClassVar[str] = "session.updated"
+    session_id: str
+    state: dict[str, Any]
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDeleted:
+    kind: ClassVar[str] = "session.deleted"
+    session_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsPurged:
+    """Sessions that expired at or before ``before`` are dropped (cleanup)."""
+
+    kind: ClassVar[str] = "session.purged"
+    before: int
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityRecorded:
+    """One row of the security audit (contract §2.11), journaled with its cause."""
+
+    kind: ClassVar[str] = "security.recorded"
+    event_id: str
+    event_type: str
+    actor_key_id: str | None
+    subject_key_id: str | None
+    remote_addr: str | None
+    detail: dict[str, Any]
+    at: int
+
+
+# --- access and multi-party (issue 9): channel events ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPaused:
+    """The operator's kill switch (contract §2.10): ``paused`` true or false."""
+
+    kind: ClassVar[str] = "channel.paused"
+    channel_id: str
+    paused: bool
+    at: int
+
+
+OperatorEvent = (
+    ScopesSet
+    | MintingToggled
+    | ActorAliased
+    | ActorWebhookSet
+    | ActorWebhookDeleted
+    | SessionCreated
+    | SessionUpdated
+    | SessionDeleted
+    | SecurityRecorded
+    | SessionsPurged
+)
+
 GlobalEvent = (
     KeyMinted
     | KeyRevoked
@@ -327,6 +447,7 @@ GlobalEvent = (
     | IdempotencyStored
     | IdempotencyPurged
     | ChannelDeleted
+    | OperatorEvent
 )
 ChannelEvent = (
     MessagePosted
@@ -340,6 +461,7 @@ ChannelEvent = (
     | MessagesExpired
     | HistoryPurged
     | AccessEvent
+    | ChannelPaused
 )
 Event = GlobalEvent | ChannelEvent
 
@@ -362,6 +484,17 @@ _ALL_EVENTS: tuple[type[Any], ...] = (
     HistoryPurged,
     ChannelDeleted,
     *ACCESS_EVENTS,
+    ScopesSet,
+    MintingToggled,
+    ActorAliased,
+    ActorWebhookSet,
+    ActorWebhookDeleted,
+    SessionCreated,
+    SessionUpdated,
+    SessionDeleted,
+    SecurityRecorded,
+    SessionsPurged,
+    ChannelPaused,
 )
 _KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in _ALL_EVENTS}
 CHANNEL_EVENTS: tuple[type[Any], ...] = (
@@ -376,6 +509,7 @@ CHANNEL_EVENTS: tuple[type[Any], ...] = (
     MessagesExpired,
     HistoryPurged,
     *ACCESS_EVENTS,
+    ChannelPaused,
 )
 
 

@@ -183,3 +183,39 @@ class LogEntry:
     invitation_id: str | None
     created_at: int
     expires_at: int
+
+
+@dataclass(slots=True)
+class Session:
+    """A small per-key key/value document (contract §2.8); lives 24 h from creation."""
+
+    id: str
+    key_id: str
+    name: str
+    state: dict[str, Any]
+    created_at: int
+    updated_at: int
+    expires_at: int
+
+
+@dataclass(slots=True)
+class ActorWebhook:
+    """An actor's mention webhook registration (contract §2.7); one per actor."""
+
+    actor_id: str
+    url: str
+    secret: str | None
+    updated_at: int
+
+
+@dataclass(slots=True)
+class SecurityEvent:
+    """One row of the security audit (contract §2.11)."""
+
+    id: str
+    event_type: str
+    actor_key_id: str | None
+    subject_key_id: str | None
+    remote_addr: str | None
+    detail: dict[str, Any]
+    occurred_at: int

@@ -23,11 +23,15 @@ from dataclasses import fields
 from typing import Any
 
 from backchannel.core import errors
+from backchannel.core.audit import AuditLog
 from backchannel.core.channel import ChannelState
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
     ACCESS_EVENTS,
+    ActorAliased,
     ActorCreated,
+    ActorWebhookDeleted,
+    ActorWebhookSet,
     ChannelAliasAdded,
     ChannelCreated,
     ChannelDeleted,
@@ -40,6 +44,13 @@ from backchannel.core.events import (
     InvitationCreated,
     KeyMinted,
     KeyRevoked,
+    MintingToggled,
+    ScopesSet,
+    SecurityRecorded,
+    SessionCreated,
+    SessionDeleted,
+    SessionsPurged,
+    SessionUpdated,
     channel_of,
 )
 from backchannel.core.records import (
@@ -50,6 +61,8 @@ from backchannel.core.records import (
     KeyRecord,
     Member,
 )
+from backchannel.core.sessions import SessionBook
+from backchannel.core.webhooks import WebhookBook
 
 CONFIG_FIELDS = tuple(
     f.name for f in fields(ChannelConfig) if f.name not in ("members", "aliases", "paused")
@@ -76,6 +89,10 @@ class World:
         self.idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
         self.applied_seq = 0
         self.invitations: dict[str, str] = {}  # invitation id -> channel id
+        self.public_minting: bool | None = None  # None: the setting decides
+        self.sessions = SessionBook()
+        self.webhooks = WebhookBook()
+        self.audit = AuditLog()
 
     # -- keys -----------------------------------------------------------------
 
@@ -107,6 +124,10 @@ class World:
     def decide_revoke(self, key: KeyRecord, now: int) -> KeyRevoked:
         return KeyRevoked(key.key_id, now)
 
+    def decide_minting(self, enabled: bool, now: int) -> MintingToggled:
+        """Open or close public minting; the choice outlives restarts and settings."""
+        return MintingToggled(enabled, now)
+
     # -- actors ---------------------------------------------------------------
 
     def decide_create_actor(
@@ -123,6 +144,23 @@ class World:
             actor_id = self.actor_aliases.get(identifier)
             actor = self.actors.get(actor_id) if actor_id else None
         return actor
+
+    def decide_alias_actor(
+        self, key: KeyRecord, identifier: str, alias: str, now: int
+    ) -> ActorAliased:
+        """Alias an actor the caller's owner owns (contract §0.7 fixes §6 S2).
+
+        Raises: 404 ``actor_not_found``, 403 ``actor_forbidden``, 409
+        ``alias_conflict`` (the actor-alias namespace is global).
+        """
+        actor = self.find_actor(identifier)
+        if actor is None:
+            raise errors.actor_not_found(identifier)
+        if actor.owner_id != key.owner_id:
+            raise errors.actor_forbidden()
+        if alias in self.actor_aliases:
+            raise ApiError(409, "alias_conflict", f"Alias '{alias}' already exists")
+        return ActorAliased(actor.id, alias, now)
 
     def resolve_posting_actor(self, key: KeyRecord, identifier: str) -> Actor:
         """Actor named in a post: id or alias, owned by the caller's owner."""
@@ -330,6 +368,20 @@ class World:
                     del self.idempotency[k]
             case ChannelDeleted():
                 self._forget_channel(event.channel_id)
+
+            case ScopesSet():
+                self.keys[event.key_id].scopes = event.scopes
+            case MintingToggled():
+                self.public_minting = event.enabled
+            case ActorAliased():
+                self.actors[event.actor_id].aliases.append(event.alias)
+                self.actor_aliases[event.alias] = event.actor_id
+            case ActorWebhookSet() | ActorWebhookDeleted():
+                self.webhooks.apply(event)
+            case SessionCreated() | SessionUpdated() | SessionDeleted() | SessionsPurged():
+                self.sessions.apply(event)
+            case SecurityRecorded():
+                self.audit.apply(event)
 
     def _reindex(self, channel: ChannelState, event: ChannelEvent, old_name: str) -> None:
         """Keep the world's indexes in step with an access event its channel applied."""

@@ -38,6 +38,7 @@ import trio
 from backchannel.config import Settings
 from backchannel.core.errors import ApiError
 from backchannel.core.records import KeyRecord
+from backchannel.core.scopes import require_scope
 from backchannel.http.fields import parse_object
 from backchannel.http.openapi import build_document
 from backchannel.http.ratelimit import SlidingWindow
@@ -149,12 +150,13 @@ def _encoded(headers: dict[str, str]) -> Headers:
 
 
 class _Endpoint:
-    __slots__ = ("auth", "fn", "mutating")
+    __slots__ = ("auth", "fn", "mutating", "scope")
 
-    def __init__(self, fn: Route, auth: bool, mutating: bool) -> None:
+    def __init__(self, fn: Route, auth: bool, mutating: bool, scope: str | None = None) -> None:
         self.fn = fn
         self.auth = auth
         self.mutating = mutating
+        self.scope = scope
 
 
 class Api:
@@ -166,7 +168,6 @@ class Api:
         self.router: Router[_Endpoint] = Router()
         self.key_limiter = SlidingWindow(settings.rate_limit, settings.rate_limit_window)
         self.mint_limiter = SlidingWindow(settings.key_mint_limit, settings.key_mint_window)
-        self.public_minting_enabled = settings.public_minting_enabled
         self._auth_cache: dict[str, KeyRecord] = {}
         self._in_flight: dict[tuple[str, str], trio.Event] = {}
         self._openapi: dict[str, bytes] = {}
@@ -183,6 +184,12 @@ class Api:
         )
         self._link = (b"link", _LINK.encode())
         self._retry_after = (b"retry-after", str(settings.rate_limit_window).encode())
+
+    @property
+    def public_minting_enabled(self) -> bool:
+        """The operator's last ``POST /v1/admin/minting`` choice, else the setting."""
+        chosen = self.hub.world.public_minting
+        return self.settings.public_minting_enabled if chosen is None else chosen
 
     # -- pieces -----------------------------------------------------------------
 
@@ -268,17 +275,26 @@ class Api:
     # -- registration and the ASGI lane -------------------------------------------
 
     def route(
-        self, method: str, pattern: str, *, auth: bool = True, mutating: bool = False
+        self,
+        method: str,
+        pattern: str,
+        *,
+        auth: bool = True,
+        mutating: bool = False,
+        scope: str | None = None,
     ) -> Callable[[Route], Route]:
         """Register ``fn(call, **path) -> (status, payload[, headers])``.
 
         Args:
             auth: require ``X-API-Key`` and count the per-key limiter.
             mutating: honour ``Idempotency-Key`` (POST/PATCH/DELETE Key routes).
+            scope: the scope a scoped key must hold (contract §3.10), checked
+                after the limiter and before any idempotent replay, so a
+                replay never bypasses it.
         """
 
         def register(fn: Route) -> Route:
-            self.router.add(method, pattern, _Endpoint(fn, auth, mutating))
+            self.router.add(method, pattern, _Endpoint(fn, auth, mutating, scope))
             return fn
 
         return register
@@ -368,6 +384,8 @@ class Api:
                     retry_after=window,
                 )
             remaining = b"%d" % left
+            if endpoint.scope is not None:
+                require_scope(key, endpoint.scope)
         call.key = key
         idem = call.request.text_header(b"idempotency-key") if endpoint.mutating else None
         if idem is None or key is None:

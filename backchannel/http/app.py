@@ -21,12 +21,15 @@ from backchannel.core.errors import ApiError
 from backchannel.http import (
     access_requests,
     actors,
+    admin,
     channel_admin,
     channels,
     invitations,
     keys,
     members,
     messages,
+    security,
+    sessions,
     tasks,
 )
 from backchannel.http.api import Api, Call, Reply, Result
@@ -35,7 +38,7 @@ from backchannel.http.request import DRAIN_FACTOR, Request, body_too_large
 from backchannel.runtime.hub import Hub
 
 _CORS = [
-    (b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS"),
+    (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"),
     (b"access-control-allow-headers", b"Content-Type, X-API-Key, Idempotency-Key, X-Admin-Token"),
     (b"access-control-max-age", b"86400"),
 ]
@@ -61,6 +64,9 @@ def create_app(hub: Hub) -> QuartTrio:
         members,
         invitations,
         access_requests,
+        sessions,
+        admin,
+        security,
     ):
         routes.register(api)
 

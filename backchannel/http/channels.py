@@ -70,6 +70,11 @@ def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[
             "invalid_retention_days",
             "'retention_days' must be an integer between 1 and 365",
         )
+    # Settable at creation only until channel PATCH lands (the other half of
+    # issue 9): the core reads config.max_* at every post, so a PATCH event
+    # that sets them needs no more. The write window only records posts while
+    # max_writes_per_minute is set, so a newly set limit starts with an empty
+    # window; a lowered max_messages trims on the next post.
     for name_, code in (
         ("max_messages", "invalid_max_messages"),
         ("max_writes_per_minute", "invalid_max_writes_per_minute"),
@@ -84,7 +89,7 @@ def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[
 def register(api: Api) -> None:
     hub = api.hub
 
-    @api.route("POST", "/v1/channels", mutating=True)
+    @api.route("POST", "/v1/channels", mutating=True, scope="channels:write")
     async def create_channel(call: Call) -> Result:
         spec, related = _channel_spec(await call.json(), api)
         state = await hub.create_channel(call.auth, spec, related)

@@ -165,7 +165,7 @@ def register(api: Api) -> None:
     def view(message: Message, actor: ChannelActor) -> dict[str, Any]:
         return message_view(message, actor.channel_id, hub.clock.now())
 
-    @api.route("POST", "/v1/channels/<identifier>/messages", mutating=True)
+    @api.route("POST", "/v1/channels/<identifier>/messages", mutating=True, scope="messages:write")
     async def post_message(call: Call, identifier: str) -> Result:
         body = await call.json()
         content = fields.content(body, settings.max_message_bytes)
@@ -179,7 +179,7 @@ def register(api: Api) -> None:
         )
         return 201, {"message": view(message, actor), "next_cursor": message_cursor(message.seq)}
 
-    @api.route("GET", "/v1/channels/<identifier>/messages")
+    @api.route("GET", "/v1/channels/<identifier>/messages", scope="messages:read")
     async def list_messages(call: Call, identifier: str) -> Result:
         args = call.query
         cursor, since = args.get("cursor"), args.get("since")
@@ -199,7 +199,7 @@ def register(api: Api) -> None:
         )
         return 200, body, headers
 
-    @api.route("GET", "/v1/channels/<identifier>/history")
+    @api.route("GET", "/v1/channels/<identifier>/history", scope="messages:read")
     async def history(call: Call, identifier: str) -> Result:
         args = call.query
         limit = fields.query_limit(args.get("limit"))
@@ -218,7 +218,7 @@ def register(api: Api) -> None:
         await actor.call(actor.cmd_retract, call.auth, message_id)
         return 200, {"status": "retracted"}
 
-    @api.route("POST", "/v1/messages/<message_id>/claim", mutating=True)
+    @api.route("POST", "/v1/messages/<message_id>/claim", mutating=True, scope="messages:claim")
     async def claim(call: Call, message_id: str) -> Result:
         body = await call.json()
         acting = _acting(body)

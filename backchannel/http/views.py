@@ -7,12 +7,15 @@ from typing import Any
 from backchannel.core.records import (
     AccessRequest,
     Actor,
+    ActorWebhook,
     Archived,
     ChannelConfig,
     Invitation,
     LogEntry,
     Member,
     Message,
+    SecurityEvent,
+    Session,
 )
 from backchannel.core.timefmt import format_ts
 from backchannel.core.world import World
@@ -199,4 +202,37 @@ def access_request_view(request: AccessRequest, channel_id: str) -> dict[str, An
         "reason": request.reason,
         "status": request.status,
         "created_at": format_ts(request.created_at),
+    }
+
+
+def session_view(session: Session) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "name": session.name,
+        "state": session.state,
+        "created_at": format_ts(session.created_at),
+        "updated_at": format_ts(session.updated_at),
+        "expires_at": format_ts(session.expires_at),
+    }
+
+
+def webhook_view(hook: ActorWebhook) -> dict[str, Any]:
+    """An actor webhook as GET shows it: the secret only as ``has_secret``."""
+    return {
+        "actor_id": hook.actor_id,
+        "url": hook.url,
+        "has_secret": hook.secret is not None,
+        "updated_at": format_ts(hook.updated_at),
+    }
+
+
+def security_event_view(event: SecurityEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "occurred_at": format_ts(event.occurred_at),
+        "actor_key_id": event.actor_key_id,
+        "subject_key_id": event.subject_key_id,
+        "event_type": event.event_type,
+        "remote_addr": event.remote_addr,
+        "detail": event.detail,
     }

@@ -228,12 +228,13 @@ class ChannelActor:
         expired = (
             self.state.live_through(event.through_seq) if isinstance(event, MessagesExpired) else ()
         )
+        trimmed = self._to_trim() if isinstance(event, MessagePosted) else ()
         self.state.apply(event, seq)
         if isinstance(event, MessagePosted):
             hub.message_index[event.message_id] = self
-            if self.state.trimmed:
-                hub.forget_messages(self.state.trimmed)
-                self.state.trimmed.clear()
+            for message in trimmed:
+                if message.lease_token is not None:
+                    hub.lease_index.pop(message.lease_token, None)
         elif touched is not None and touched.lease_token != token:
             if token is not None:
                 hub.lease_index.pop(token, None)
@@ -272,6 +273,12 @@ class ChannelActor:
             raise errors.channel_not_found(self.channel_id)
         if not self.state.config.can_access(key.key_id):
             raise errors.access_denied()
+
+    def _to_trim(self) -> list[Message]:
+        """The live messages a post will push out of a ``max_messages`` ring buffer."""
+        cap = self.state.config.max_messages
+        excess = len(self.state.live) + 1 - cap if cap is not None else 0
+        return list(islice(self.state.iter_live(), excess)) if excess > 0 else []
 
     # -- long-poll waiters ------------------------------------------------------
 
@@ -519,6 +526,21 @@ class ChannelActor:
             return ("already_acknowledged", message), seq
         status = "acknowledged" if isinstance(event, MessageAcked) else "already_acknowledged"
         return (status, message), self._commit(event)
+
+    def cmd_pause(self, paused: bool, remote_addr: str | None) -> tuple[ChannelState, int]:
+        """Pause or resume the channel, with its security event in the same step."""
+        now = self.hub.clock.now()
+        config = self.state.config
+        seq = self._commit(self.state.decide_pause(paused, now))
+        audit = self.hub.world.audit.decide(
+            "channel.pause" if paused else "channel.resume",
+            actor_key_id=None,
+            subject_key_id=config.owner_key_id,
+            remote_addr=remote_addr,
+            detail={"channel_id": config.id, "name": config.name},
+            now=now,
+        )
+        return self.state, max(seq, self.hub.commit_global(audit))
 
     def cmd_retract(self, key: KeyRecord, message_id: str) -> tuple[None, int]:
         now = self.hub.clock.now()

@@ -37,9 +37,10 @@ from backchannel.core.world import World
 from backchannel.runtime.actor import ChannelActor
 from backchannel.runtime.clock import WallClock
 from backchannel.runtime.durable import settle
-from backchannel.runtime.journal import Journal
+from backchannel.runtime.journal import Journal, JournalFailed
 
 log = logging.getLogger(__name__)
+SESSION_PURGE_SECONDS = 3600.0
 
 SANDBOX_ALIAS = "sandbox"
 SANDBOX_BOT_LABEL = "sandbox-heartbeat-bot"
@@ -80,6 +81,7 @@ class Hub:
         self.closing = False
         self._nursery: trio.Nursery | None = None
         self._background = trio.CancelScope()
+        self._purging = trio.CancelScope()
         self._stopping = trio.Event()
 
     # -- lifetime -------------------------------------------------------------
@@ -94,6 +96,7 @@ class Hub:
                 await self.ensure_sandbox()
                 if self.settings.sandbox_heartbeat_seconds > 0:
                     nursery.start_soon(self._sandbox_heartbeat)
+            nursery.start_soon(self._purge_sessions)
             task_status.started()
             # stay open for channels created later, until close(); then the
             # nursery waits for every actor to drain its inbox
@@ -112,6 +115,7 @@ class Hub:
             actor.wake_all()
             actor.close()
         self._background.cancel()
+        self._purging.cancel()
 
     async def _start_actor(self, state: ChannelState) -> ChannelActor:
         assert self._nursery is not None
@@ -164,15 +168,48 @@ class Hub:
         self.world.apply_global(event, seq)
         return seq
 
-    async def mint_key(self, label: str) -> tuple[str, KeyRecord]:
-        raw, event = self.world.decide_mint(label, self.clock.now())
-        seq = self.commit_global(event)
+    async def commit(self, *events: GlobalEvent | None) -> None:
+        """Journal and apply global events, then wait until they are durable.
+
+        The caller decides the events in the same synchronous step (no
+        ``await`` between deciding and this call), so check and change are
+        atomic. None entries (nothing to change) are skipped.
+        """
+        seq = 0
+        for event in events:
+            if event is not None:
+                seq = self.commit_global(event)
         await settle(self.journal, seq)
+
+    async def mint_key(
+        self, label: str, *, audit_type: str = "key.issue", remote_addr: str | None = None
+    ) -> tuple[str, KeyRecord]:
+        """Mint a key, with its ``key.issue`` (or ``audit_type``) security event."""
+        now = self.clock.now()
+        raw, event = self.world.decide_mint(label, now)
+        audit = self.world.audit.decide(
+            audit_type,
+            actor_key_id=None,
+            subject_key_id=event.key_id,
+            remote_addr=remote_addr,
+            detail={"agent_label": label},
+            now=now,
+        )
+        await self.commit(event, audit)
         return raw, self.world.keys[event.key_id]
 
-    async def revoke_key(self, key: KeyRecord) -> None:
-        seq = self.commit_global(self.world.decide_revoke(key, self.clock.now()))
-        await settle(self.journal, seq)
+    async def revoke_key(self, key: KeyRecord, remote_addr: str | None = None) -> None:
+        """Revoke ``key``, with its ``key.revoke`` security event."""
+        now = self.clock.now()
+        audit = self.world.audit.decide(
+            "key.revoke",
+            actor_key_id=key.key_id,
+            subject_key_id=key.key_id,
+            remote_addr=remote_addr,
+            detail={"self_revoked": True},
+            now=now,
+        )
+        await self.commit(self.world.decide_revoke(key, now), audit)
 
     async def create_actor(
         self, key: KeyRecord, name: str, description: str, metadata: dict[str, Any]
@@ -262,6 +299,25 @@ class Hub:
         config.max_messages = settings.sandbox_max_messages
         config.max_writes_per_minute = settings.sandbox_max_writes_per_minute
         config.discoverable = True
+
+    async def _purge_sessions(self) -> None:
+        """Drop expired sessions once per ``SESSION_PURGE_SECONDS`` (contract §3.19 cleanup).
+
+        A session is dropped once it has been expired for at least that long,
+        so an expired session stays readable by id for a while (as upstream,
+        where cleanup ran periodically). The purge is an event like any other,
+        so replay drops them too; it is not waited on, nobody is answered by it.
+        """
+        with self._purging:
+            while True:
+                await trio.sleep(SESSION_PURGE_SECONDS)
+                grace = int(SESSION_PURGE_SECONDS * 1_000_000)
+                event = self.world.sessions.decide_purge(self.clock.now() - grace)
+                if event is not None:
+                    try:
+                        self.commit_global(event)
+                    except JournalFailed:
+                        log.warning("session purge skipped: the journal has failed")
 
     async def _sandbox_heartbeat(self) -> None:
         """Post a heartbeat when the sandbox has been silent for the interval."""

@@ -3,7 +3,8 @@
 Layout (one top-level msgpack object after another, never nested)::
 
     {"format": 2, "clock": <µs at pack time>, "channels": N}
-    {registry: seq, keys, actors, actor_aliases, idempotency}
+    {registry: seq, keys, actors, actor_aliases, idempotency,
+               public_minting, sessions, webhooks, audit}
     {channel part}  × N: seq, config, members, last_seq, recent_posts,
                          ledger (invitations, access requests, event log),
                          "live": [<bin: packed chunk of rows>, ...],
@@ -36,12 +37,15 @@ from backchannel.core.channel import ChannelState
 from backchannel.core.events import ChannelDeleted, Event, channel_of, from_wire
 from backchannel.core.records import (
     Actor,
+    ActorWebhook,
     Archived,
     ChannelConfig,
     IdempotencyEntry,
     KeyRecord,
     Member,
     Message,
+    SecurityEvent,
+    Session,
     message_row,
 )
 from backchannel.core.world import World
@@ -58,6 +62,9 @@ _ACTOR = _names(Actor)
 _MEMBER = _names(Member)
 _CONFIG = _names(ChannelConfig, "members")
 _IDEM = _names(IdempotencyEntry)
+_SESSION = _names(Session)
+_WEBHOOK = _names(ActorWebhook)
+_SECURITY = _names(SecurityEvent)
 
 
 def _row(obj: Any, names: tuple[str, ...]) -> list[Any]:
@@ -89,6 +96,10 @@ def pack_registry(world: World) -> bytes:
                 [key_id, idem, *_row(entry, _IDEM)]
                 for (key_id, idem), entry in world.idempotency.items()
             ],
+            "public_minting": world.public_minting,
+            "sessions": [_row(x, _SESSION) for x in world.sessions.sessions.values()],
+            "webhooks": [_row(x, _WEBHOOK) for x in world.webhooks.hooks.values()],
+            "audit": [_row(x, _SECURITY) for x in world.audit.events],
         }
     )
 
@@ -192,6 +203,13 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
     world.actor_aliases = dict(registry["actor_aliases"])
     for row in registry["idempotency"]:
         world.idempotency[(row[0], row[1])] = IdempotencyEntry(*row[2:])
+    world.public_minting = registry.get("public_minting")
+    world.sessions.load([Session(*row) for row in registry.get("sessions", [])])
+    for row in registry.get("webhooks", []):
+        hook = ActorWebhook(*row)
+        world.webhooks.hooks[hook.actor_id] = hook
+    for row in registry.get("audit", []):
+        world.audit.add(SecurityEvent(*row))
     for _ in range(outer["channels"]):
         state = _load_channel(next(stream))
         config = state.config

@@ -646,18 +646,17 @@ def test_retract_by_author_or_owner_only_and_never_while_claimed() -> None:
 # -- max_messages and the write throttle --------------------------------------------
 
 
-def test_max_messages_drops_the_oldest_without_archiving() -> None:
+def test_max_messages_moves_the_oldest_to_history() -> None:
     s = make(max_messages=3)
     messages = [post(s, s.owner, T0 + n) for n in range(3)]
     claim(s, s.other, messages[0], T0 + 5, 30 * SECOND)
-    assert s.state.trimmed == []
+    assert s.state.history == []
     newer = [post(s, s.owner, T0 + 10 + n) for n in range(2)]
-    assert [m.id for m in s.state.trimmed] == [messages[0].id, messages[1].id]
     assert summary(s.state) == {
         "live": [(3, None, None, []), (4, None, None, []), (5, None, None, [])],
         "unclaimed": [3, 4, 5],
         "claimed": [],
-        "history": [],
+        "history": [(1, "trimmed", T0 + 10), (2, "trimmed", T0 + 11)],
         "last_seq": 5,
         "next_deadline": T0 + 2 + 3_600 * SECOND,  # the trimmed lease no longer counts
     }

@@ -246,9 +246,10 @@ async def test_channel_max_messages_is_a_ring_buffer(server: Server) -> None:
     sent = [await alice.send(channel, f"m{index}") for index in range(5)]
     listed = await alice.get(f"/v1/channels/{channel}/messages", params={"cursor": "0"})
     assert [m["content"] for m in listed.json()["data"]] == ["m2", "m3", "m4"]
-    # trimmed messages are gone, not archived
+    # trimmed messages leave for history (upstream deleted them: §6 C16)
     history = await alice.get(f"/v1/channels/{channel}/history")
-    assert history.json()["data"] == []
+    assert [m["content"] for m in history.json()["data"]] == ["m1", "m0"]
+    assert all(m["active"] is False for m in history.json()["data"])
     for message in sent[:2]:
         assert_error(
             await alice.post(f"/v1/messages/{message['id']}/claim"), 404, "message_not_found"
@@ -258,6 +259,9 @@ async def test_channel_max_messages_is_a_ring_buffer(server: Server) -> None:
     await alice.send(channel, "m5")
     listed = await alice.get(f"/v1/channels/{channel}/messages")
     assert [m["content"] for m in listed.json()["data"]] == ["m3", "m4", "m5"]
+    history = await alice.get(f"/v1/channels/{channel}/history")
+    assert [m["content"] for m in history.json()["data"]] == ["m2", "m1", "m0"]
+    assert history.json()["data"][0]["claimed_by"] is not None
 
 
 # -- windows, in-process on the MockClock ----------------------------------------------
