@@ -264,7 +264,7 @@ class Api:
         """The OpenAPI document of every routed operation, as served (indented JSON)."""
         cached = self._openapi.get(base_url)
         if cached is None:
-            routes = [(m, p, e.auth, e.mutating) for m, p, e in self.router.entries()]
+            routes = [(m, p, e.auth, e.mutating, e.scope) for m, p, e in self.router.entries()]
             document = build_document(routes, self.settings, base_url)
             cached = json.dumps(document, indent=2, ensure_ascii=False).encode()
             if len(self._openapi) > 16:

@@ -38,22 +38,23 @@ def openapi_path(pattern: str) -> str:
     return _PARAM.sub(r"{\1}", pattern)
 
 
-def build_document(
-    routes: list[tuple[str, str, bool, bool]], settings: Settings, base_url: str
-) -> dict[str, Any]:
-    """The whole document for ``routes``: ``(method, pattern, auth, mutating)``.
+Route = tuple[str, str, bool, bool, str | None]
+
+
+def build_document(routes: list[Route], settings: Settings, base_url: str) -> dict[str, Any]:
+    """The whole document for ``routes``: ``(method, pattern, auth, mutating, scope)``.
 
     Raises:
         KeyError: a route has no entry in ``route_docs`` (a test prevents it).
     """
     docs = route_docs(settings)
     paths: dict[str, dict[str, Any]] = {}
-    for method, pattern, auth, mutating in sorted(routes, key=lambda r: (r[1], r[0])):
+    for method, pattern, auth, mutating, scope in sorted(routes, key=lambda r: (r[1], r[0])):
         if (method, pattern) in META_ROUTES:
             continue
         doc = docs[(method, pattern)]
         paths.setdefault(openapi_path(pattern), {})[method.lower()] = _operation(
-            method, pattern, auth, mutating, doc
+            method, pattern, auth, mutating, scope, doc
         )
     return {
         "openapi": "3.1.0",
@@ -89,7 +90,9 @@ def build_document(
     }
 
 
-def _operation(method: str, pattern: str, auth: bool, mutating: bool, doc: Doc) -> dict[str, Any]:
+def _operation(
+    method: str, pattern: str, auth: bool, mutating: bool, scope: str | None, doc: Doc
+) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": doc.operation_id,
         "summary": doc.summary,
@@ -97,6 +100,8 @@ def _operation(method: str, pattern: str, auth: bool, mutating: bool, doc: Doc) 
     }
     if doc.deprecated:
         operation["deprecated"] = True
+    if scope is not None:
+        operation["x-required-scope"] = scope
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
         for name in _PARAM.findall(pattern)
@@ -128,6 +133,8 @@ def _operation(method: str, pattern: str, auth: bool, mutating: bool, doc: Doc) 
     codes = list(doc.errors)
     if auth:
         codes += KEY_ERRORS
+    if scope is not None:
+        codes.append("insufficient_scope")
     if method != "GET":
         codes += BODY_ERRORS
     if mutating and auth:
