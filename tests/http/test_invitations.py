@@ -232,3 +232,15 @@ async def test_channel_events_live_24h(
         assert await subjects() == ["bck_second"]
         await trio.sleep(3_600)
         assert await subjects() == []
+
+
+async def test_invitation_body_is_ignored(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = await alice.channel("secret", access="restricted")
+    response = await alice.http.post(
+        f"/v1/channels/{channel['id']}/invitations",
+        content=b"not json at all",
+        headers={"X-API-Key": alice.key},
+    )
+    assert response.status_code == 201
+    assert response.json()["channel"]["id"] == channel["id"]
