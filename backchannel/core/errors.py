@@ -11,10 +11,12 @@ Taxonomy (status → codes)::
     ├── 400  invalid_json, invalid_query, invalid_content_length
     ├── 401  unauthorized
     ├── 403  forbidden, channel_access_denied, actor_forbidden, minting_closed
-    ├── 404  not_found, channel_not_found, message_not_found, actor_not_found
+    ├── 404  not_found, channel_not_found, message_not_found, actor_not_found,
+    │        invitation_not_found, access_request_not_found
     ├── 409  already_claimed, channel_not_claimable, not_claimed,
-    │        message_claimed, alias_conflict, label_in_use, lease_not_held
-    ├── 410  message_expired, lease_expired
+    │        message_claimed, alias_conflict, label_in_use, lease_not_held,
+    │        cannot_remove_owner, access_request_resolved
+    ├── 410  message_expired, lease_expired, invitation_expired, invitation_revoked
     ├── 413  body_too_large
     ├── 422  missing_field, invalid_string, invalid_object, invalid_* ...,
     │        content_too_large, metadata_validation_failed,

@@ -39,7 +39,7 @@ def register(api: Api) -> None:
 
     @api.route("POST", "/v1/channels/<identifier>/invitations", mutating=True)
     async def create_invitation(call: Call, identifier: str) -> Result:
-        await call.json()  # the body is ignored, but must be JSON if present
+        # the body is ignored (contract §2.5); the lane drains it
         state = hub.world.resolve_channel(identifier, call.auth)
         require_owner(state.config, call.auth, "create invitations")
         actor = hub.actors[state.config.id]

@@ -325,3 +325,81 @@ async def test_alias_errors(server: Server) -> None:
     restricted = await alice.channel("secret", access="restricted")
     denied = await bob.post(f"/v1/channels/{restricted['id']}/aliases", {"alias": "x"})
     assert_error(denied, 403, "channel_access_denied")
+
+
+async def test_patch_to_restricted_answers_an_outsiders_parked_long_poll(server: Server) -> None:
+    alice, bob = await server.agent("alice"), await server.agent("bob")
+    channel = await alice.channel("jobs")
+    answers: list[httpx.Response] = []
+
+    async def poll() -> None:
+        answers.append(await bob.get(f"/v1/channels/{channel['id']}/messages?wait=20"))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poll)
+            await trio.sleep(0.3)
+            await alice.patch(f"/v1/channels/{channel['id']}", {"access": "restricted"})
+            await trio.sleep(0.2)
+            assert answers, "the outsider's long-poll is answered at the change"
+            await alice.send(channel["id"], "members only")
+    assert_error(answers[0], 403, "channel_access_denied")
+
+
+async def test_concurrent_aliases_one_wins(server: Server) -> None:
+    alice = await server.agent("alice")
+    first, second = await alice.channel("one"), await alice.channel("two")
+    statuses: list[int] = []
+
+    async def alias(channel_id: str) -> None:
+        response = await alice.post(f"/v1/channels/{channel_id}/aliases", {"alias": "contested"})
+        statuses.append(response.status_code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(alias, first["id"])
+            nursery.start_soon(alias, second["id"])
+    assert sorted(statuses) == [201] + [409] * 9
+    owner = (await alice.get("/v1/channels/contested")).json()["id"]
+    other = second["id"] if owner == first["id"] else first["id"]
+    assert (await alice.get(f"/v1/channels/{other}")).json()["aliases"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [
+        ("PATCH", ""),
+        ("POST", "/aliases"),
+        ("POST", "/members"),
+        ("POST", "/access-requests"),
+    ],
+)
+async def test_bodies_must_be_json_objects(server: Server, method: str, suffix: str) -> None:
+    alice = await server.agent("alice")
+    channel = await alice.channel("jobs", access="restricted")
+    path = f"/v1/channels/{channel['id']}{suffix}"
+    headers = {"X-API-Key": alice.key}
+    bad = await server.http.request(method, path, content=b"{nope", headers=headers)
+    assert_error(bad, 400, "invalid_json")
+    array = await server.http.request(method, path, content=b"[1]", headers=headers)
+    assert_error(array, 422, "invalid_json_shape")
+
+
+async def test_access_writes_replay_with_idempotency_key(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = await alice.channel("jobs", access="restricted")
+    headers = {"Idempotency-Key": "inv-1"}
+    path = f"/v1/channels/{channel['id']}/invitations"
+    first = await alice.post(path, headers=headers)
+    again = await alice.post(path, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["X-Idempotent-Replay"] == "true"
+    log = (await alice.get(f"/v1/channels/{channel['id']}/events")).json()["data"]
+    assert log == []
+    members = f"/v1/channels/{channel['id']}/members"
+    headers = {"Idempotency-Key": "add-1"}
+    await alice.post(members, {"key_id": "bck_x"}, headers=headers)
+    await alice.post(members, {"key_id": "bck_x"}, headers=headers)
+    log = (await alice.get(f"/v1/channels/{channel['id']}/events")).json()["data"]
+    assert [e["event_type"] for e in log] == ["member_added"]

@@ -232,3 +232,29 @@ async def test_channel_events_live_24h(
         assert await subjects() == ["bck_second"]
         await trio.sleep(3_600)
         assert await subjects() == []
+
+
+async def test_invitation_body_is_ignored(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = await alice.channel("secret", access="restricted")
+    response = await alice.http.post(
+        f"/v1/channels/{channel['id']}/invitations",
+        content=b"not json at all",
+        headers={"X-API-Key": alice.key},
+    )
+    assert response.status_code == 201
+    assert response.json()["channel"]["id"] == channel["id"]
+
+
+async def test_resolving_an_open_channels_invitation_makes_a_member(server: Server) -> None:
+    alice, bob = await server.agent("alice"), await server.agent("bob")
+    channel = await alice.channel("open")
+    invitation = (await alice.post(f"/v1/channels/{channel['id']}/invitations")).json()
+    assert (await bob.get(f"/v1/channel-invitations/{invitation['id']}")).status_code == 200
+    listed = (await alice.get(f"/v1/channels/{channel['id']}/members")).json()["data"]
+    assert [(m["key_id"], m["granted_via_invitation_id"]) for m in listed] == [
+        (alice.key_id, None),
+        (bob.key_id, invitation["id"]),
+    ]
+    discovered = (await bob.get("/v1/channels")).json()["data"]
+    assert next(c for c in discovered if c["id"] == channel["id"])["is_member"] is True

@@ -6,6 +6,7 @@ every test body runs under ``trio.fail_after`` on that clock.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,11 +18,13 @@ import trio.lowlevel
 import trio.testing
 
 from backchannel.core.errors import ApiError
+from backchannel.core.membership import decide_delete
 from backchannel.core.records import KeyRecord
-from backchannel.runtime import access
+from backchannel.runtime import access, snapshotter
 from backchannel.runtime.actor import ChannelActor
 from backchannel.runtime.hub import Hub
-from backchannel.runtime.service import open_runtime
+from backchannel.runtime.service import load_state, open_runtime
+from backchannel.storage.state import channel_pieces
 from tests.conftest import test_settings
 
 SECOND = 1_000_000
@@ -165,3 +168,42 @@ async def test_deletion_refuses_what_was_queued_and_frees_the_indexes(
             await refused("channel_not_found", actor.call, actor.cmd_page, 0, 10, None, None)
             await trio.sleep(120)  # the lease deadline passes: nothing is journaled for it
             assert [m.content for m in actor.state.live.values()] == ["job"]
+
+
+async def test_a_channel_deleted_during_a_snapshot_stays_out_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its alias, taken over meanwhile by another channel, must survive recovery."""
+    data = tmp_path / "data"
+    settings = test_settings(data, sandbox_enabled=False, snapshot_interval_seconds=0)
+    async with open_runtime(settings) as hub:
+        _r, owner = await hub.mint_key("owner")
+        channels = []
+        for name in ("trigger", "taker", "doomed"):
+            spec = hub.channel_defaults("open")
+            spec.update(name=name, mode="broadcast")
+            channels.append(hub.actors[(await hub.create_channel(owner, spec, [])).config.id])
+        _trigger, taker, doomed = channels
+        await doomed.call(access.add_alias, doomed, owner, "shared")
+        seqs: list[int] = []
+        real_pieces = channel_pieces
+
+        def pieces_then_change(capture: Any, live: Any, history: Any) -> Any:
+            # after the first part: delete "doomed" and give its alias to "taker",
+            # both of which are captured later in this same snapshot
+            if not seqs:
+                seqs.append(hub.commit_global(decide_delete(doomed.state.config, owner, 0)))
+                doomed.deleted = True
+                seqs.append(access.add_alias(taker, owner, "shared")[1])
+            return real_pieces(capture, live, history)
+
+        monkeypatch.setattr(snapshotter, "channel_pieces", pieces_then_change)
+        report = await snapshotter.take_snapshot(hub, data)
+        await hub.journal.wait_durable(max(seqs))
+        assert report.channels == 2
+        copy = tmp_path / "at-crash"
+        shutil.copytree(data, copy)  # as if killed now: this snapshot plus the log
+    world, _next, _newest, _report = load_state(copy, allow_truncate=False)
+    assert doomed.channel_id not in world.channels
+    assert world.channel_aliases == {"shared": taker.channel_id}
+    assert world.channels[taker.channel_id].config.aliases == ["shared"]
