@@ -16,7 +16,7 @@ import httpx
 import trio
 import trio.testing
 
-from tests.conftest import Agent, Server, serving
+from tests.conftest import Agent, Server, serving, start_server, test_settings
 
 CUSHION = 0.02
 
@@ -254,3 +254,27 @@ async def test_cancelled_waiters_leave_nothing_parked(
             assert waiter.finished is not None
             assert waiter.finished - posted_at < 0.75
             assert [m["id"] for m in waiter.body()["data"]] == [message["id"]]
+
+
+async def test_stopping_the_server_answers_every_parked_long_poll(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Stack-notes pitfall 2: without the wake-up in the shutdown trigger,
+    hypercorn cuts parked long-polls with no answer after its grace period."""
+    settings = test_settings(tmp_path / "data")
+    running = await start_server(nursery, settings)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as stopping:
+            async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+                alice = await Server(running.url, http, settings).agent("alice")
+                channels = [(await alice.channel(name, "broadcast"))["id"] for name in "ab"]
+                waiters = [Waiter(alice, c, wait="30") for c in channels for _ in range(2)]
+                async with trio.open_nursery() as clients:
+                    for waiter in waiters:
+                        clients.start_soon(waiter.run)
+                    await parked()
+                    assert [w.response for w in waiters] == [None] * 4
+                    stopping.start_soon(running.stopped)
+            # the client closes its connections, so hypercorn need not wait for them
+    for waiter in waiters:
+        assert waiter.body() == {"data": [], "limit": 50, "next_cursor": None}
