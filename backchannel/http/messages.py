@@ -14,6 +14,7 @@ in ``finally``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -23,6 +24,7 @@ from backchannel.core.records import Message
 from backchannel.core.timefmt import US_PER_SECOND, format_ts, parse_ts
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, RawJSON, Result, dumps
+from backchannel.http.hypercorn_tuning import OnLeave
 from backchannel.http.request import Disconnected
 from backchannel.http.views import (
     HISTORY_CURSOR,
@@ -33,6 +35,7 @@ from backchannel.http.views import (
     message_view,
 )
 from backchannel.runtime.actor import ChannelActor
+from backchannel.runtime.hub import Hub
 
 _STATUSES = ("unclaimed", "claimed")
 
@@ -79,6 +82,53 @@ class PageBodies:
             entry = self._entries[channel_id] = (version, {})
         if len(entry[1]) < self._per_channel:
             entry[1][key] = body
+
+
+Park = Callable[[Callable[[float, OnLeave], Awaitable[bool]], float], Awaitable[bool]]
+
+
+async def read_or_wait(
+    hub: Hub,
+    actor: ChannelActor,
+    after: int,
+    at: int | None,
+    limit: int,
+    status: str | None,
+    expiring_before: int | None,
+    deadline: float,
+    park: Park,
+) -> tuple[list[Message], int, int]:
+    """A page after ``after`` (or created after ``at``), waiting until ``deadline``
+    for one that is not empty: the long-poll loop of ``GET .../messages``.
+
+    ``park(actor.park, deadline)`` is :meth:`Request.park`, which watches the
+    client while the task is parked. Returns ``(page, state version, after)``,
+    where ``after`` is the seq cursor the page was read from.
+
+    Raises:
+        Disconnected: the client went away while parked.
+    """
+    while True:
+        if at is not None:  # "created after at": messages posted while waiting count too
+            after = actor.read_seq_after_time(at)
+        read = actor.read_page(after, limit, status, expiring_before)
+        if read is None:
+            read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
+        page, version = read
+        if page or hub.closing or trio.current_time() >= deadline:
+            return page, version, after
+        if hub.parked >= hub.settings.longpoll_max_waiters:
+            return page, version, after  # waiter cap: answer at once with the normal page
+        if actor.state.version != version:
+            continue  # changed while the actor was answering: read again
+        hub.parked += 1
+        actor.waiters += 1
+        try:
+            if not await park(actor.park, deadline):
+                raise Disconnected
+        finally:
+            hub.parked -= 1
+            actor.waiters -= 1
 
 
 def register(api: Api) -> None:
@@ -133,27 +183,9 @@ def register(api: Api) -> None:
         at = parse_ts(raw) if after is None and raw and raw != "0" else None
         after = after or 0
         deadline = trio.current_time() + wait
-        while True:
-            if at is not None:  # "created after at": messages posted while waiting count too
-                after = actor.read_seq_after_time(at)
-            read = actor.read_page(after, limit, status, expiring_before)
-            if read is None:
-                read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
-            page, version = read
-            if page or hub.closing or trio.current_time() >= deadline:
-                break
-            if hub.parked >= settings.longpoll_max_waiters:
-                break  # waiter cap: answer at once with the normal page
-            if actor.state.version != version:
-                continue  # changed while the actor was answering: read again
-            hub.parked += 1
-            actor.waiters += 1
-            try:
-                if not await call.request.park(actor.park, deadline):
-                    raise Disconnected
-            finally:
-                hub.parked -= 1
-                actor.waiters -= 1
+        page, version, after = await read_or_wait(
+            hub, actor, after, at, limit, status, expiring_before, deadline, call.request.park
+        )
         key = (after, limit, status, expiring_before)
         data = bodies.get(actor.channel_id, version, key)
         if data is None:
