@@ -19,7 +19,16 @@ FsyncPolicy = Literal["always", "interval", "never"]
 
 
 class SettingsError(ValueError):
-    """A setting has a value the server cannot run with."""
+    """A setting has a value the server cannot run with.
+
+    Attributes:
+        names: the fields at fault, so :func:`load_settings` can name the
+            environment variables they came from.
+    """
+
+    def __init__(self, message: str, *names: str) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +87,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):
-            raise SettingsError("fsync must be one of always, interval, never")
+            raise SettingsError("fsync must be one of always, interval, never", "fsync")
         positive = (
             "max_message_bytes",
             "max_body_bytes",
@@ -90,11 +99,17 @@ class Settings:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise SettingsError(f"{name} must be positive")
+                raise SettingsError(f"{name} must be positive", name)
         if not self.lease_min_seconds <= self.lease_default_seconds <= self.lease_max_seconds:
-            raise SettingsError("lease_default_seconds must lie within the lease range")
-        if self.longpoll_max_wait_seconds < 0 or self.rate_limit < 0 or self.key_mint_limit < 0:
-            raise SettingsError("limits must not be negative")
+            raise SettingsError(
+                "lease_default_seconds must lie within the lease range",
+                "lease_default_seconds",
+                "lease_min_seconds",
+                "lease_max_seconds",
+            )
+        for name in ("longpoll_max_wait_seconds", "rate_limit", "key_mint_limit"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative", name)
 
     @property
     def read_timeout(self) -> float:
@@ -151,5 +166,16 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             if f.name == "fsync":
                 kind = str
             values[f.name] = _convert(f.name, kind, raw)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**values)
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    values.update(flags)
+    try:
+        return Settings(**values)
+    except SettingsError as exc:
+        named = [
+            f"BACKCHANNEL_{name.upper()}={source[f'BACKCHANNEL_{name.upper()}']!r}"
+            for name in exc.names
+            if name not in flags and source.get(f"BACKCHANNEL_{name.upper()}")
+        ]
+        if not named:
+            raise
+        raise SettingsError(f"{', '.join(named)}: {exc}", *exc.names) from None

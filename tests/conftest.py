@@ -123,14 +123,20 @@ class Running:
             await self._done.wait()
 
 
-async def start_server(nursery: trio.Nursery, settings: Settings) -> Running:
-    """Serve ``settings`` in ``nursery`` until :meth:`Running.stopped`."""
+async def start_server(
+    nursery: trio.Nursery, settings: Settings, *, in_memory: bool = False
+) -> Running:
+    """Serve ``settings`` in ``nursery`` until :meth:`Running.stopped`.
+
+    ``in_memory``: no files and so no worker threads, as tests on a
+    ``MockClock`` with autojump need (style.md 10).
+    """
     stop = trio.Event()
     done = trio.Event()
 
     async def run(task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            await serve(settings, stop=stop, task_status=task_status)
+            await serve(settings, stop=stop, in_memory=in_memory, task_status=task_status)
         finally:
             done.set()
 
@@ -148,10 +154,12 @@ async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Server]
 
 
 @asynccontextmanager
-async def serving(nursery: trio.Nursery, tmp_path: Path, **changes: Any) -> AsyncIterator[Server]:
+async def serving(
+    nursery: trio.Nursery, tmp_path: Path, *, in_memory: bool = False, **changes: Any
+) -> AsyncIterator[Server]:
     """A server with custom settings for one test, stopped cleanly at the end."""
     settings = test_settings(tmp_path / "data", **changes)
-    running = await start_server(nursery, settings)
+    running = await start_server(nursery, settings, in_memory=in_memory)
     try:
         async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
             yield Server(running.url, http, settings)

@@ -44,9 +44,13 @@ Usage::
 
     .venv/bin/python tools/crash_test.py --kills 5 --seed 7
 
-The last line is ``kills=N answered=M lost=L``; the exit status is 0 iff
-``lost == 0`` and every restart came up. Anything unexplained that is not a
-lost write (a message or ack nobody asked for) is printed as ``phantom``.
+The seed is fixed by default (``--seed -1`` draws one) and printed first and
+last, so a failing run can be repeated; the kill moments still depend on
+the machine's timing. Each server binds port 0 and the tool reads the port
+from the server's ``serving on`` log line. The last line is
+``kills=N answered=M lost=L phantom=P``; the exit status is 0 iff nothing was
+lost, nothing unexplained appeared (a ``phantom``: a message or ack nobody
+asked for) and every restart came up.
 """
 
 from __future__ import annotations
@@ -57,7 +61,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -74,6 +77,7 @@ from crash_access import AccessWriter
 REPO = Path(__file__).resolve().parent.parent
 LEASE_SECONDS = 3600
 CHANNELS = 3
+DEFAULT_SEED = 17
 STARTUP_TIMEOUT = 60.0
 HEALTH_POLL = 0.05
 STOP_TIMEOUT = 20.0
@@ -81,6 +85,7 @@ REQUEST_TIMEOUT = 10.0
 STALL_TIMEOUT = 1.0  # a /health on a live server is answered in milliseconds
 MAX_OPS_PER_WORKER = 100_000
 MAX_REFUSALS_SHOWN = 20
+SERVING = re.compile(r"serving on (http://\S+)")
 RECOVERED = re.compile(
     r"recovered from (?P<source>.+?): (?P<channels>\d+) channels, (?P<messages>\d+) live "
     r"messages, (?P<replayed>\d+) log records replayed"
@@ -107,11 +112,16 @@ def server_python() -> str:
     return str(venv / "bin" / "python")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+async def bound_url(process: trio.Process, log_path: Path) -> str | None:
+    """The URL the server logs once its socket listens (it binds port 0); None if it
+    exits or says nothing within ``STARTUP_TIMEOUT``."""
+    with trio.move_on_after(STARTUP_TIMEOUT):
+        while process.returncode is None:
+            found = SERVING.search(await trio.to_thread.run_sync(read_log, log_path))
+            if found is not None:
+                return found[1]
+            await trio.sleep(HEALTH_POLL)
+    return None
 
 
 def open_log(path: Path) -> IO[bytes]:
@@ -233,6 +243,7 @@ class CrashTest:
         self.starts = 0
         self.kills = 0
         self.restarts_ok = True
+        self.phantoms = 0
         self.cycle = 0
         self.server: Server | None = None
         self.access = AccessWriter(self, random.Random(self.rng.random()))
@@ -264,7 +275,6 @@ class CrashTest:
     async def start(self) -> Server | None:
         """Start the server and wait for ``/health``; None if it did not come up."""
         self.starts += 1
-        port = free_port()
         log_path = self.log_dir / f"server-{self.starts}.log"
         env = dict(os.environ)
         env.update(
@@ -281,7 +291,7 @@ class CrashTest:
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            "0",
             "--data-dir",
             str(self.data_dir),
         ]
@@ -300,9 +310,10 @@ class CrashTest:
             )
         finally:
             log.close()
-        server = self.server = Server(process, f"http://127.0.0.1:{port}", log_path)
         started = time.monotonic()
-        if not await self.wait_health(server):
+        url = await bound_url(process, log_path)
+        server = self.server = Server(process, url or "http://127.0.0.1:0", log_path)
+        if url is None or not await self.wait_health(server):
             print(f"  server start {self.starts} did not come up; log tail:")
             for line in read_log(log_path).splitlines()[-20:]:
                 print(f"    {line}")
@@ -707,6 +718,7 @@ class CrashTest:
         )
         for why in verdict.phantoms[:20]:
             print(f"  phantom: {why}")
+        self.phantoms += len(verdict.phantoms)
 
     async def check_access_state(self, client: httpx.AsyncClient, verdict: Verdict) -> None:
         """Sessions hold their last answered state; minting shows the last answered toggle."""
@@ -881,14 +893,21 @@ class CrashTest:
         if self.args.keep_dir:
             print(f"data dir kept: {self.data_dir} (server logs in {self.log_dir})")
         print(f"keep-alive stalls: {self.stalls}")
-        print(f"kills={self.kills} answered={answered} lost={self.lost}")
-        return 0 if self.lost == 0 and self.stalls == 0 and self.restarts_ok else 1
+        print(f"seed={self.args.seed} kills={self.kills} answered={answered}")
+        print(f"kills={self.kills} answered={answered} lost={self.lost} phantom={self.phantoms}")
+        ok = self.lost == 0 and self.phantoms == 0 and self.stalls == 0
+        return 0 if ok and self.restarts_ok else 1
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--kills", type=int, default=5, help="SIGKILL/restart cycles")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=f"random seed (default {DEFAULT_SEED}, so a run repeats; -1: a random one)",
+    )
     parser.add_argument(
         "--duration-per-cycle",
         type=float,
@@ -906,7 +925,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.kills < 1 or args.workers < 1 or args.duration_per_cycle <= 0:
         parser.error("--kills and --workers must be >= 1, --duration-per-cycle > 0")
-    if args.seed is None:
+    if args.seed == -1:
         args.seed = random.randrange(2**32)
     return args
 

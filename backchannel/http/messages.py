@@ -14,15 +14,17 @@ in ``finally``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from backchannel.core.errors import ApiError
-from backchannel.core.records import Message
+from backchannel.core.records import KeyRecord, Message
 from backchannel.core.timefmt import US_PER_SECOND, format_ts, parse_ts
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, RawJSON, Result, dumps
+from backchannel.http.hypercorn_tuning import OnLeave
 from backchannel.http.request import Disconnected
 from backchannel.http.views import (
     HISTORY_CURSOR,
@@ -33,6 +35,7 @@ from backchannel.http.views import (
     message_view,
 )
 from backchannel.runtime.actor import ChannelActor
+from backchannel.runtime.hub import Hub
 
 _STATUSES = ("unclaimed", "claimed")
 
@@ -81,12 +84,64 @@ class PageBodies:
             entry[1][key] = body
 
 
+Park = Callable[[Callable[[float, OnLeave], Awaitable[bool]], float], Awaitable[bool]]
+
+
+async def read_or_wait(
+    hub: Hub,
+    actor: ChannelActor,
+    after: int,
+    at: int | None,
+    limit: int,
+    status: str | None,
+    expiring_before: int | None,
+    deadline: float,
+    park: Park,
+    key: KeyRecord | None = None,
+) -> tuple[list[Message], int, int]:
+    """A page after ``after`` (or created after ``at``), waiting until ``deadline``
+    for one that is not empty: the long-poll loop of ``GET .../messages``.
+
+    ``park(actor.park, deadline)`` is :meth:`Request.park`, which watches the
+    client while the task is parked. Returns ``(page, state version, after)``,
+    where ``after`` is the seq cursor the page was read from. With ``key``,
+    a reader woken after losing access (removed, channel deleted) is refused
+    before it reads again.
+
+    Raises:
+        Disconnected: the client went away while parked.
+        ApiError: 403/404 for a ``key`` that lost access while parked.
+    """
+    while True:
+        if at is not None:  # "created after at": messages posted while waiting count too
+            after = actor.read_seq_after_time(at)
+        read = actor.read_page(after, limit, status, expiring_before)
+        if read is None:
+            read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
+        page, version = read
+        if page or hub.closing or trio.current_time() >= deadline:
+            return page, version, after
+        if hub.parked >= hub.settings.longpoll_max_waiters:
+            return page, version, after  # waiter cap: answer at once with the normal page
+        if actor.state.version != version:
+            continue  # changed while the actor was answering: read again
+        hub.parked += 1
+        actor.waiters += 1
+        try:
+            if not await park(actor.park, deadline):
+                raise Disconnected
+            if key is not None:
+                actor.admit(key)  # removed or deleted while parked: answer that
+        finally:
+            hub.parked -= 1
+            actor.waiters -= 1
+
+
 class Pager:
     """Reads a page of a channel's live messages, long-polling while it is empty."""
 
     def __init__(self, api: Api) -> None:
         self.hub = api.hub
-        self.settings = api.settings
         self.bodies = PageBodies()
 
     async def page(
@@ -106,34 +161,24 @@ class Pager:
         Raises:
             Disconnected: the client left while parked.
         """
-        hub, settings = self.hub, self.settings
+        hub = self.hub
         actor = hub.channel_actor(identifier, call.auth)
         after = _seq_cursor(raw, MESSAGE_CURSOR)
         at = parse_ts(raw) if after is None and raw and raw != "0" else None
         after = after or 0
         deadline = trio.current_time() + wait
-        while True:
-            if at is not None:  # "created after at": messages posted while waiting count too
-                after = actor.read_seq_after_time(at)
-            read = actor.read_page(after, limit, status, expiring_before)
-            if read is None:
-                read = await actor.call(actor.cmd_page, after, limit, status, expiring_before)
-            page, version = read
-            if page or hub.closing or trio.current_time() >= deadline:
-                break
-            if hub.parked >= settings.longpoll_max_waiters:
-                break  # waiter cap: answer at once with the normal page
-            if actor.state.version != version:
-                continue  # changed while the actor was answering: read again
-            hub.parked += 1
-            actor.waiters += 1
-            try:
-                if not await call.request.park(actor.park, deadline):
-                    raise Disconnected
-                actor.admit(call.auth)  # removed or deleted while parked: answer that
-            finally:
-                hub.parked -= 1
-                actor.waiters -= 1
+        page, version, after = await read_or_wait(
+            hub,
+            actor,
+            after,
+            at,
+            limit,
+            status,
+            expiring_before,
+            deadline,
+            call.request.park,
+            call.auth,
+        )
         key = (after, limit, status, expiring_before)
         data = self.bodies.get(actor.channel_id, version, key)
         if data is None:

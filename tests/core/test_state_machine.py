@@ -6,8 +6,17 @@ each command decides (``check_*`` / ``decide_*``, possibly creating the acting
 actor) and then applies every resulting event with the next global seq. Every
 applied event is also appended to ``log``.
 
+The machine keeps its own model of the channel (``Model``): which messages
+are live, who holds each, when each lease ends, who acked. The model changes
+only from what the rules asked for and what each command answered (success
+or refusal, the claim's status, the acting actor's id) and from the passage
+of time by the contract's rules (TTL 120 s, leases, at most 8 live
+messages); it never reads the implementation's state to update itself.
+
 Invariants (style.md practice 11):
 
+- the implementation's live messages, holders, lease deadlines and acks
+  equal the model's;
 - a refused command changes nothing (registry and channel bytes are equal);
 - at most one holder per message: a claim succeeds only on a free message
   or for its current holder, and a 409 ``already_claimed`` only when some
@@ -26,6 +35,7 @@ Invariants (style.md practice 11):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -62,6 +72,62 @@ LEASES = st.sampled_from([5 * SECOND, 30 * SECOND])
 ACTING = st.sampled_from([None, "a", "b"])
 PICK = st.integers(min_value=0, max_value=1_000)
 KEY = st.integers(min_value=0, max_value=2)
+
+
+TTL = 120 * SECOND
+MAX_LIVE = 8
+
+
+@dataclass
+class Held:
+    """The model of one live message."""
+
+    expires_at: int
+    holder: str | None = None  # acting actor id
+    holder_name: str | None = None
+    holder_key: str | None = None
+    token: str | None = None  # the last lease token a claim answered with
+    lease_end: int | None = None
+    acks: set[str] = field(default_factory=set)
+
+
+class Model:
+    """What the channel must look like, from commands and their answers alone."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, Held] = {}  # in post order
+
+    def posted(self, message_id: str, now: int) -> None:
+        self.live[message_id] = Held(now + TTL)
+        while len(self.live) > MAX_LIVE:
+            del self.live[next(iter(self.live))]
+
+    def advance(self, now: int) -> None:
+        for message_id, held in list(self.live.items()):
+            if held.expires_at <= now:
+                del self.live[message_id]
+            elif held.lease_end is not None and held.lease_end <= now:
+                self.released(message_id)  # the lease lapsed: back to the pool
+
+    def claimed(
+        self, message_id: str, actor: str, name: str, key_id: str, token: str | None
+    ) -> None:
+        held = self.live[message_id]
+        held.holder, held.holder_name, held.holder_key, held.token = actor, name, key_id, token
+
+    def released(self, message_id: str) -> None:
+        held = self.live[message_id]
+        held.holder = held.holder_name = held.holder_key = held.lease_end = None
+
+    def acked(self, message_id: str, actor: str) -> None:
+        held = self.live[message_id]
+        held.acks.add(actor)
+        if held.holder == actor:
+            held.lease_end = None
+
+    def holder(self, message_id: str) -> str | None:
+        held = self.live.get(message_id)
+        return held.holder if held is not None else None
 
 
 def wire_roundtrip(event: Event) -> list[Any]:
@@ -104,9 +170,9 @@ class ChannelMachine(RuleBasedStateMachine):
             "description": "",
             "metadata_schema": {},
             "pinned_message": None,
-            "ttl_seconds": 120,
+            "ttl_seconds": TTL // SECOND,
             "retention_days": 1,
-            "max_messages": 8,
+            "max_messages": MAX_LIVE,
             "max_writes_per_minute": None,
             "webhook_url": None,
             "webhook_secret": None,
@@ -116,7 +182,7 @@ class ChannelMachine(RuleBasedStateMachine):
         self.state = self.world.channels[created.channel_id]
         self.ids: list[str] = []  # every message ever posted
         self.tokens: list[tuple[str, str]] = []  # every lease token ever issued
-        self.holders: dict[str, str] = {}  # model: live message id -> holding actor id
+        self.model = Model()
         self.snapshot: bytes | None = None
 
     # -- plumbing -----------------------------------------------------------------
@@ -136,14 +202,8 @@ class ChannelMachine(RuleBasedStateMachine):
             assert held.lease_expires_at is not None
             assert held.lease_expires_at <= event.at
         self.state.apply(event, self.seq)  # type: ignore[arg-type]
-        if isinstance(event, MessageClaimed):
-            self.holders[event.message_id] = event.actor_id
-            if event.lease_token is not None:
-                self.tokens.append((event.lease_token, event.message_id))
-        for message_id in list(self.holders):
-            message = self.state.live.get(message_id)
-            if message is None or message.claimed_by_id is None:
-                del self.holders[message_id]
+        if isinstance(event, MessageClaimed) and event.lease_token is not None:
+            self.tokens.append((event.lease_token, event.message_id))
 
     def packed(self) -> tuple[bytes, bytes]:
         return pack_registry(self.world), pack_channel(self.state)
@@ -151,6 +211,7 @@ class ChannelMachine(RuleBasedStateMachine):
     def expire(self) -> None:
         for event in self.state.due_events(self.now):
             self.commit(event)
+        self.model.advance(self.now)
 
     def attempt(self, decide: Callable[[], list[Event | None]]) -> ApiError | None:
         """Run one command as the actor does; a refusal must change nothing."""
@@ -175,14 +236,14 @@ class ChannelMachine(RuleBasedStateMachine):
         return pool[index % len(pool)]
 
     def held(self, index: int) -> tuple[KeyRecord, str, str] | None:
-        """A held message, its holder's key and the holder's actor name."""
-        held = [m for m in self.state.live.values() if m.claimed_by_key_id is not None]
+        """A message the model says is held: its holder's key, id and actor name."""
+        held = [(i, h) for i, h in self.model.live.items() if h.holder is not None]
         if not held:
             return None
-        message = held[index % len(held)]
-        key = self.world.keys[message.claimed_by_key_id]  # type: ignore[index]
-        assert message.claimed_by_name is not None
-        return key, message.id, message.claimed_by_name
+        message_id, entry = held[index % len(held)]
+        assert entry.holder_key is not None
+        assert entry.holder_name is not None
+        return self.world.keys[entry.holder_key], message_id, entry.holder_name
 
     # -- rules --------------------------------------------------------------------
 
@@ -204,9 +265,13 @@ class ChannelMachine(RuleBasedStateMachine):
             assert self.state.due_events(self.now) != []
         self.expire()
 
-    @rule(k=KEY)
-    def post(self, k: int) -> None:
-        key = self.keys[k]
+    @rule(k=KEY, count=st.integers(1, 4))
+    def post(self, k: int, count: int) -> None:
+        for _ in range(count):
+            self.post_one(self.keys[k])
+
+    def post_one(self, key: KeyRecord) -> None:
+        posted: list[str] = []
 
         def decide() -> list[Event | None]:
             event = self.state.decide_post(
@@ -218,10 +283,12 @@ class ChannelMachine(RuleBasedStateMachine):
                 actor_label=None,
                 mentions=[],
             )
-            self.ids.append(event.message_id)
+            posted.append(event.message_id)
             return [event]
 
         assert self.attempt(decide) is None
+        self.ids.extend(posted)
+        self.model.posted(posted[0], self.now)
 
     @precondition(lambda self: self.ids)
     @rule(
@@ -232,39 +299,68 @@ class ChannelMachine(RuleBasedStateMachine):
     )
     def claim(self, k: int, acting: str | None, index: int, lease: int | None) -> None:
         key, message_id = self.keys[k], self.pick(index)
-        prior = self.holders.get(message_id)
+        self.expire()
+        prior = self.model.holder(message_id)
+        answer: dict[str, Any] = {}
 
         def decide() -> list[Event | None]:
             message = self.state.check_message(message_id, key.key_id, "claimed", claim=True)
             actor, created = self.world.resolve_acting_actor(key, acting, self.now)
             status, event = self.state.decide_claim(message, actor, key.key_id, self.now, lease)
-            if status == "claimed":
-                assert prior in (None, actor[0])  # never a second holder
-            else:
-                assert prior == actor[0]
+            answer.update(actor=actor, status=status, event=event)
             return [created, event]
 
         error = self.attempt(decide)
-        if error is not None and error.code == "already_claimed":
-            assert prior is not None
+        if error is not None:
+            if error.code == "already_claimed":
+                assert prior is not None
+            else:
+                assert error.code in ("message_not_found", "message_expired"), error.code
+                assert message_id not in self.model.live
+            return
+        assert message_id in self.model.live
+        actor_id, actor_name = answer["actor"]
+        if answer["status"] != "claimed":  # the holder asked again without a lease
+            assert prior == actor_id
+            assert answer["event"] is None
+            return
+        assert prior in (None, actor_id)  # never a second holder
+        event = answer["event"]
+        held = self.model.live[message_id]
+        if isinstance(event, MessageClaimed):
+            self.model.claimed(message_id, actor_id, actor_name, key.key_id, event.lease_token)
+        held.lease_end = self.now + lease if lease is not None else None
 
     @precondition(lambda self: self.tokens)
     @rule(k=KEY, index=PICK, lease=LEASES)
     def heartbeat(self, k: int, index: int, lease: int) -> None:
         key = self.keys[k]
         token, message_id = self.tokens[index % len(self.tokens)]
+        self.expire()
+        held = self.model.live.get(message_id)
+        current = held is not None and held.token == token and held.lease_end is not None
 
         def decide() -> list[Event | None]:
             return [self.state.decide_heartbeat(token, message_id, key.key_id, self.now, lease)]
 
-        if self.attempt(decide) is None:
-            message = self.state.live[message_id]
-            assert (message.lease_token, message.lease_expires_at) == (token, self.now + lease)
+        error = self.attempt(decide)
+        if error is None:
+            assert held is not None
+            assert current
+            assert held.holder_key == key.key_id
+            held.lease_end = self.now + lease
+        elif error.code == "lease_not_held":
+            assert current
+        else:
+            assert error.code == "lease_expired"
+            assert not current
 
     @precondition(lambda self: self.ids)
     @rule(k=KEY, acting=ACTING, index=PICK)
     def release(self, k: int, acting: str | None, index: int) -> None:
         key, message_id = self.keys[k], self.pick(index)
+        self.expire()
+        prior = self.model.holder(message_id)
 
         def decide() -> list[Event | None]:
             message = self.state.check_message(message_id, key.key_id, "released", claim=True)
@@ -274,77 +370,96 @@ class ChannelMachine(RuleBasedStateMachine):
             event = self.state.decide_release(message, actor[0], key.key_id, self.now)
             return [created, event]
 
-        if self.attempt(decide) is None:
-            assert self.state.live[message_id].claimed_by_id is None
+        error = self.attempt(decide)
+        if error is None:
+            assert prior is not None
+            self.model.released(message_id)
+        elif error.code == "not_claimed":
+            assert prior is None
 
     @rule(index=PICK, lease=st.one_of(LEASES, st.none()))
     def holder_heartbeats(self, index: int, lease: int | None) -> None:
         """The holder renews: for a fixed time, or (None) keeping its current deadline."""
         self.expire()
-        leased = [m for m in self.state.live.values() if m.lease_token is not None]
+        leased = [(i, h) for i, h in self.model.live.items() if h.lease_end is not None]
         if not leased:
             return
-        message = leased[index % len(leased)]
-        key = self.world.keys[message.claimed_by_key_id]  # type: ignore[index]
-        token = message.lease_token
-        assert token is not None
+        message_id, held = leased[index % len(leased)]
+        assert held.holder_key is not None
+        assert held.token is not None
+        assert held.lease_end is not None
+        key = self.world.keys[held.holder_key]
+        token = held.token
         if lease is None:
-            assert message.lease_expires_at is not None
-            lease = message.lease_expires_at - self.now
+            lease = held.lease_end - self.now
 
         def decide() -> list[Event | None]:
-            return [self.state.decide_heartbeat(token, message.id, key.key_id, self.now, lease)]
+            return [self.state.decide_heartbeat(token, message_id, key.key_id, self.now, lease)]
 
         assert self.attempt(decide) is None
-        assert message.lease_expires_at == self.now + lease
+        held.lease_end = self.now + lease
 
     @rule(index=PICK, finish=st.booleans())
     def holder_releases_or_acks(self, index: int, finish: bool) -> None:
+        self.expire()
         found = self.held(index)
         if found is None:
             return
         key, message_id, name = found
         message = self.state.live[message_id]
+        resolved: list[str] = []
 
         def decide() -> list[Event | None]:
             actor, created = self.world.resolve_acting_actor(key, name, self.now)
             assert created is None
-            assert actor[0] == message.claimed_by_id
+            resolved.append(actor[0])
             if finish:
                 return [self.state.decide_ack(message, actor, self.now)]
             return [self.state.decide_release(message, actor[0], key.key_id, self.now)]
 
         assert self.attempt(decide) is None
-        if not finish:
-            assert message.claimed_by_id is None
+        assert resolved == [self.model.holder(message_id)]
+        if finish:
+            self.model.acked(message_id, resolved[0])
         else:
-            assert message.lease_token is None  # an ack by the holder ends its lease
-            assert message.claimed_by_key_id == key.key_id
+            self.model.released(message_id)
 
     @precondition(lambda self: self.ids)
     @rule(k=KEY, acting=ACTING, index=PICK)
     def ack(self, k: int, acting: str | None, index: int) -> None:
         key, message_id = self.keys[k], self.pick(index)
+        self.expire()
+        resolved: list[str] = []
 
         def decide() -> list[Event | None]:
             message = self.state.check_message(message_id, key.key_id, "acknowledged", claim=False)
             actor, created = self.world.resolve_acting_actor(key, acting, self.now)
+            resolved.append(actor[0])
             return [created, self.state.decide_ack(message, actor, self.now)]
 
-        self.attempt(decide)
+        if self.attempt(decide) is None:
+            self.model.acked(message_id, resolved[0])
+        else:
+            assert message_id not in self.model.live
 
     @precondition(lambda self: self.ids)
     @rule(k=KEY, index=PICK)
     def retract(self, k: int, index: int) -> None:
         key, message_id = self.keys[k], self.pick(index)
+        self.expire()
+        prior = self.model.holder(message_id)
 
         def decide() -> list[Event | None]:
             message = self.state.check_message(message_id, key.key_id, "retract", claim=False)
             return [self.state.decide_retract(message, key.key_id, self.now)]
 
-        if self.attempt(decide) is None:
-            assert message_id not in self.state.live
+        error = self.attempt(decide)
+        if error is None:
+            assert prior is None
+            del self.model.live[message_id]
             assert self.state.archived[message_id].reason == "retracted"
+        elif error.code == "message_claimed":
+            assert prior is not None
 
     @rule()
     def take_snapshot(self) -> None:
@@ -356,9 +471,21 @@ class ChannelMachine(RuleBasedStateMachine):
     # -- invariants ---------------------------------------------------------------
 
     @invariant()
-    def one_holder_per_message_and_consistent_claims(self) -> None:
+    def the_channel_matches_the_model(self) -> None:
+        assert list(self.state.live) == list(self.model.live)
+        for message_id, held in self.model.live.items():
+            message = self.state.live[message_id]
+            assert message.claimed_by_id == held.holder, message_id
+            assert message.claimed_by_key_id == held.holder_key
+            assert message.lease_expires_at == held.lease_end
+            assert {entry[0] for entry in message.acks} == held.acks
+            assert message.expires_at == held.expires_at
+            if held.lease_end is not None:
+                assert message.lease_token == held.token
+
+    @invariant()
+    def claims_are_consistent(self) -> None:
         for message in self.state.live.values():
-            assert message.claimed_by_id == self.holders.get(message.id)
             held = message.claimed_by_id is not None
             assert (message.claimed_by_key_id is not None) == held
             assert (message.claimed_at is not None) == held

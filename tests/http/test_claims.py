@@ -17,6 +17,7 @@ import httpx
 import trio
 import trio.testing
 
+from backchannel.core.timefmt import parse_ts
 from backchannel.http.app import create_app
 from backchannel.runtime.service import open_runtime
 from tests.conftest import Agent, Server, assert_error, test_settings
@@ -417,10 +418,28 @@ async def test_an_expired_lease_returns_the_message_on_time(
         start = trio.current_time()
 
         await trio.sleep(4.9)
-        still = await client.post(f"/v1/leases/{token}/heartbeat", json={}, headers=bob)
-        assert still.status_code == 200  # extended to now + 300 s
+        still = await client.post(
+            f"/v1/leases/{token}/heartbeat", json={"lease_seconds": 10}, headers=bob
+        )
+        assert still.status_code == 200
+        extended = parse_ts((await _json(still))["expires_at"])
+        leased_until = parse_ts((await _json(leased))["expires_at"])
+        assert extended is not None
+        assert leased_until is not None
+        assert extended - leased_until == 9_900_000  # now (4.9 s on) + 10 s
+
+        await trio.sleep(5)  # past the first deadline, before the new one: still held
+        held = await client.get(
+            f"/v1/channels/{channel}/messages", query_string={"status": "claimed"}, headers=alice
+        )
+        [row] = (await _json(held))["data"]
+        assert (row["id"], row["claimed_by"]["name"]) == (message, "w")
+        again = await client.post(
+            f"/v1/leases/{token}/heartbeat", json={"lease_seconds": 300}, headers=bob
+        )
+        assert again.status_code == 200  # extended to now + 300 s
         await trio.sleep(300.5)
-        assert trio.current_time() - start > 305
+        assert trio.current_time() - start > 310
 
         listed = await client.get(
             f"/v1/channels/{channel}/messages", query_string={"status": "unclaimed"}, headers=alice

@@ -7,12 +7,13 @@ separately; both must carry the same common headers.
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from email.utils import parsedate_to_datetime
+from email.utils import formatdate
 from pathlib import Path
 
 import httpx
+import hypercorn.config
+import pytest
 import trio
 
 from tests.conftest import Server, raw_http, serving
@@ -140,15 +141,21 @@ async def test_a_body_far_over_the_cap_is_refused_and_the_connection_closed(
         assert listed.json()["data"] == []
 
 
-async def test_the_date_header_is_current(server: Server) -> None:
-    """Hypercorn's Date header, formatted once a second by our tuning, stays right."""
-    for _ in range(3):
-        before = time.time()
+async def test_the_date_header_is_current(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hypercorn's Date header, formatted once a second by our tuning, stays right.
+
+    Hypercorn reads ``time()`` for each answer; a fake one steps through a
+    second and into the next, with no sleeping.
+    """
+    now = [1_700_000_000.2]
+    monkeypatch.setattr(hypercorn.config, "time", lambda: now[0])
+    dates = []
+    for at in (1_700_000_000.2, 1_700_000_000.9, 1_700_000_001.0, 1_700_000_001.5, 1_700_000_007.3):
+        now[0] = at
         response = await server.http.get("/health")
-        after = time.time()
-        stamp = parsedate_to_datetime(response.headers["Date"]).timestamp()
-        assert int(before) - 1 <= stamp <= after
-        await trio.sleep(0.6)
+        dates.append(response.headers["Date"])
+    second = [formatdate(t, usegmt=True) for t in (1_700_000_000, 1_700_000_001, 1_700_000_007)]
+    assert dates == [second[0], second[0], second[1], second[1], second[2]]
 
 
 async def test_no_server_banner(server: Server) -> None:

@@ -1,24 +1,44 @@
-"""Long-poll over real HTTP (contract §0.2, §2.6 ``wait``).
+"""Long-poll over real HTTP (contract §0.2, §2.6 ``wait``), on virtual time.
 
 The server runs in the test's own trio run, so
 ``trio.testing.wait_all_tasks_blocked`` tells us when a waiter has reached
-the server and parked, without sleeping on the real clock. Elapsed times are
-measured with ``trio.current_time`` and every wait is bounded by
-``trio.fail_after``.
+the server and parked, without sleeping. Every test runs on trio's
+``MockClock``: the clock stands still while anything happens and jumps to
+the next deadline once the process has been idle for ``AUTOJUMP`` of real
+time, so a ``wait=1`` takes no real second and elapsed times are exact.
+The runtime is in memory (no worker threads, whose work would look idle).
+Every wait is bounded by ``trio.fail_after`` on the same clock.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
-from tests.conftest import Agent, Server, serving
+from tests.conftest import Agent, Server, serving, start_server, test_settings
 
-CUSHION = 0.02
+CUSHION = 0.02  # real seconds; below AUTOJUMP, so a parked waiter is seen before a jump
+AUTOJUMP = 0.05
+AT_ONCE = 0.01  # virtual seconds: no deadline passed (each is a second or more away)
+
+
+@pytest.fixture(autouse=True)
+def virtual_time(mock_clock: trio.testing.MockClock) -> None:
+    """Every test takes ``mock_clock`` itself: pytest-trio runs a test on a
+    clock only when the test function asks for it by name."""
+    mock_clock.autojump_threshold = AUTOJUMP
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Server]:
+    async with serving(nursery, tmp_path, in_memory=True) as running:
+        yield running
 
 
 class Waiter:
@@ -56,7 +76,9 @@ async def parked() -> None:
     await trio.testing.wait_all_tasks_blocked(CUSHION)
 
 
-async def test_a_post_wakes_the_waiter_at_once(server: Server) -> None:
+async def test_a_post_wakes_the_waiter_at_once(
+    mock_clock: trio.testing.MockClock, server: Server
+) -> None:
     alice = await server.agent("alice")
     bob = await server.agent("bob")
     channel = (await alice.channel("jobs", "claimable"))["id"]
@@ -69,14 +91,16 @@ async def test_a_post_wakes_the_waiter_at_once(server: Server) -> None:
             posted_at = trio.current_time()
             message = await alice.send(channel, "wake up")
     assert waiter.finished is not None
-    assert waiter.finished - posted_at < 0.75
+    assert waiter.finished - posted_at < AT_ONCE
     body = waiter.body()
     assert [m["id"] for m in body["data"]] == [message["id"]]
     assert body["data"][0]["content"] == "wake up"
     assert body["next_cursor"] not in (None, "0")
 
 
-async def test_a_post_to_another_channel_does_not_wake_it(server: Server) -> None:
+async def test_a_post_to_another_channel_does_not_wake_it(
+    mock_clock: trio.testing.MockClock, server: Server
+) -> None:
     alice = await server.agent("alice")
     watched = (await alice.channel("watched", "broadcast"))["id"]
     other = (await alice.channel("other", "broadcast"))["id"]
@@ -88,13 +112,15 @@ async def test_a_post_to_another_channel_does_not_wake_it(server: Server) -> Non
             for index in range(3):
                 await alice.send(other, f"elsewhere {index}")
             assert waiter.response is None
-    assert waiter.elapsed >= 0.95
+    assert waiter.elapsed == pytest.approx(1)
     body = waiter.body()
     assert body["data"] == []
     assert body["next_cursor"] is None
 
 
-async def test_a_message_the_waiter_cannot_see_does_not_end_the_wait(server: Server) -> None:
+async def test_a_message_the_waiter_cannot_see_does_not_end_the_wait(
+    mock_clock: trio.testing.MockClock, server: Server
+) -> None:
     alice = await server.agent("alice")
     channel = (await alice.channel("jobs", "claimable"))["id"]
     waiter = Waiter(alice, channel, wait="1", status="claimed")
@@ -103,23 +129,27 @@ async def test_a_message_the_waiter_cannot_see_does_not_end_the_wait(server: Ser
             nursery.start_soon(waiter.run)
             await parked()
             await alice.send(channel, "unclaimed")
-    assert waiter.elapsed >= 0.95
+    assert waiter.elapsed == pytest.approx(1)
     assert waiter.body()["data"] == []
 
 
-async def test_the_wait_elapses_with_an_empty_page(server: Server) -> None:
+async def test_the_wait_elapses_with_an_empty_page(
+    mock_clock: trio.testing.MockClock, server: Server
+) -> None:
     alice = await server.agent("alice")
     channel = (await alice.channel("quiet", "broadcast"))["id"]
     for params, cursor in (({"wait": "0.5"}, None), ({"wait": "0.5", "cursor": "0"}, "0")):
         waiter = Waiter(alice, channel, **params)
         with trio.fail_after(5):
             await waiter.run()
-        assert 0.45 <= waiter.elapsed < 2.5
+        assert waiter.elapsed == pytest.approx(0.5)
         body = waiter.body()
         assert body == {"data": [], "limit": 50, "next_cursor": cursor}
 
 
-async def test_a_waiter_after_the_last_cursor_gets_only_the_new_message(server: Server) -> None:
+async def test_a_waiter_after_the_last_cursor_gets_only_the_new_message(
+    mock_clock: trio.testing.MockClock, server: Server
+) -> None:
     alice = await server.agent("alice")
     bob = await server.agent("bob")
     channel = (await alice.channel("jobs", "broadcast"))["id"]
@@ -132,7 +162,7 @@ async def test_a_waiter_after_the_last_cursor_gets_only_the_new_message(server: 
     waiter = Waiter(bob, channel, wait="5", cursor="0")
     with trio.fail_after(5):
         await waiter.run()
-    assert waiter.elapsed < 1
+    assert waiter.elapsed < AT_ONCE
     assert [m["content"] for m in waiter.body()["data"]] == ["old 1", "old 2"]
 
     waiter = Waiter(bob, channel, wait="5", cursor=cursor)
@@ -143,11 +173,12 @@ async def test_a_waiter_after_the_last_cursor_gets_only_the_new_message(server: 
             posted_at = trio.current_time()
             await alice.send(channel, "new")
     assert waiter.finished is not None
-    assert waiter.finished - posted_at < 0.75
+    assert waiter.finished - posted_at < AT_ONCE
     assert [m["content"] for m in waiter.body()["data"]] == ["new"]
 
 
 async def test_a_timestamp_cursor_means_created_after_it_while_waiting_too(
+    mock_clock: trio.testing.MockClock,
     server: Server,
 ) -> None:
     """``since=<ISO time>`` is "created strictly after that instant" (contract §0.1),
@@ -165,13 +196,15 @@ async def test_a_timestamp_cursor_means_created_after_it_while_waiting_too(
     body = waiter.body()
     assert body["data"] == []
     assert body["next_cursor"] == future
-    assert waiter.elapsed >= 0.95
+    assert waiter.elapsed == pytest.approx(1)
     # the same request without waiting agrees
     listed = await alice.get(f"/v1/channels/{channel}/messages", params={"since": future})
     assert listed.json()["data"] == []
 
 
-async def test_one_post_wakes_every_waiter_of_the_channel(server: Server) -> None:
+async def test_one_post_wakes_every_waiter_of_the_channel(
+    mock_clock: trio.testing.MockClock, server: Server
+) -> None:
     alice = await server.agent("alice")
     channel = (await alice.channel("fanout", "broadcast"))["id"]
     agents = [await server.agent(f"reader-{index}") for index in range(4)]
@@ -185,39 +218,41 @@ async def test_one_post_wakes_every_waiter_of_the_channel(server: Server) -> Non
             message = await alice.send(channel, "to all")
     for waiter in waiters:
         assert waiter.finished is not None
-        assert waiter.finished - posted_at < 1
+        assert waiter.finished - posted_at < AT_ONCE
         assert [m["id"] for m in waiter.body()["data"]] == [message["id"]]
 
 
-async def test_wait_is_clamped_to_the_server_cap(nursery: trio.Nursery, tmp_path: Path) -> None:
-    async with serving(nursery, tmp_path, longpoll_max_wait_seconds=0.3) as server:
+async def test_wait_is_clamped_to_the_server_cap(
+    mock_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with serving(nursery, tmp_path, in_memory=True, longpoll_max_wait_seconds=0.3) as server:
         alice = await server.agent("alice")
         channel = (await alice.channel("quiet", "broadcast"))["id"]
         waiter = Waiter(alice, channel, wait="20")
         with trio.fail_after(5):
             await waiter.run()
-        assert 0.25 <= waiter.elapsed < 2
+        assert waiter.elapsed == pytest.approx(0.3)
         assert waiter.body()["data"] == []
 
 
 async def test_wait_is_ignored_when_long_poll_is_disabled(
-    nursery: trio.Nursery, tmp_path: Path
+    mock_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    async with serving(nursery, tmp_path, longpoll_enabled=False) as server:
+    async with serving(nursery, tmp_path, in_memory=True, longpoll_enabled=False) as server:
         alice = await server.agent("alice")
         channel = (await alice.channel("quiet", "broadcast"))["id"]
         waiter = Waiter(alice, channel, wait="5")
         with trio.fail_after(5):
             await waiter.run()
-        assert waiter.elapsed < 1
+        assert waiter.elapsed < AT_ONCE
         assert waiter.body()["data"] == []
 
 
 async def test_cancelled_waiters_leave_nothing_parked(
-    nursery: trio.Nursery, tmp_path: Path
+    mock_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     """50 long-polls whose clients go away do not use up a waiter cap of 2."""
-    async with serving(nursery, tmp_path, longpoll_max_waiters=2) as server:
+    async with serving(nursery, tmp_path, in_memory=True, longpoll_max_waiters=2) as server:
         alice = await server.agent("alice")
         bob = await server.agent("bob")
         channel = (await alice.channel("jobs", "broadcast"))["id"]
@@ -233,7 +268,7 @@ async def test_cancelled_waiters_leave_nothing_parked(
                     # the cap is full: a third long-poll is answered at once
                     probe = Waiter(alice, channel, wait="5")
                     await probe.run()
-                    assert probe.elapsed < 1
+                    assert probe.elapsed < AT_ONCE
                     assert probe.body()["data"] == []
                     for waiter in pair:
                         waiter.scope.cancel()
@@ -252,5 +287,29 @@ async def test_cancelled_waiters_leave_nothing_parked(
                 message = await alice.send(channel, "still works")
         for waiter in fresh:
             assert waiter.finished is not None
-            assert waiter.finished - posted_at < 0.75
+            assert waiter.finished - posted_at < AT_ONCE
             assert [m["id"] for m in waiter.body()["data"]] == [message["id"]]
+
+
+async def test_stopping_the_server_answers_every_parked_long_poll(
+    mock_clock: trio.testing.MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Stack-notes pitfall 2: without the wake-up in the shutdown trigger,
+    hypercorn cuts parked long-polls with no answer after its grace period."""
+    settings = test_settings(tmp_path / "data")
+    running = await start_server(nursery, settings, in_memory=True)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as stopping:
+            async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+                alice = await Server(running.url, http, settings).agent("alice")
+                channels = [(await alice.channel(name, "broadcast"))["id"] for name in "ab"]
+                waiters = [Waiter(alice, c, wait="30") for c in channels for _ in range(2)]
+                async with trio.open_nursery() as clients:
+                    for waiter in waiters:
+                        clients.start_soon(waiter.run)
+                    await parked()
+                    assert [w.response for w in waiters] == [None] * 4
+                    stopping.start_soon(running.stopped)
+            # the client closes its connections, so hypercorn need not wait for them
+    for waiter in waiters:
+        assert waiter.body() == {"data": [], "limit": 50, "next_cursor": None}

@@ -5,13 +5,13 @@ under ``autojump_clock`` (``MockClock(autojump_threshold=0)``), so a 24 h
 TTL takes milliseconds and virtual elapsed time is asserted to the
 microsecond. Each test body runs under ``trio.fail_after`` on that clock, so
 a task blocked forever fails the test instead of hanging it. Long-polls go
-through :func:`long_poll`, the loop ``http/messages.py`` runs for
-``GET .../messages?wait=``.
+through :func:`long_poll`, which runs ``read_or_wait`` of ``http/messages.py``,
+the loop of ``GET .../messages?wait=``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ import trio.testing
 
 from backchannel.core.errors import ApiError
 from backchannel.core.records import KeyRecord, Message
+from backchannel.http.hypercorn_tuning import OnLeave
+from backchannel.http.messages import read_or_wait
 from backchannel.runtime.actor import ActorStatistics, ChannelActor, ClaimResult
 from backchannel.runtime.clock import WallClock
 from backchannel.runtime.hub import Hub, HubStatistics
@@ -79,27 +81,16 @@ def parked_in_lot(actor: ChannelActor) -> int:
 async def long_poll(
     hub: Hub, actor: ChannelActor, after: int, limit: int, wait: float
 ) -> list[Message]:
-    """The long-poll loop of ``GET /v1/channels/{c}/messages?wait=`` (http/messages.py)."""
+    """``GET /v1/channels/{c}/messages?wait=``: its own loop, with no client to watch."""
+
+    async def park(fn: Callable[[float, OnLeave], Awaitable[bool]], deadline: float) -> bool:
+        return await fn(deadline, lambda _callback: None)
+
     deadline = trio.current_time() + wait
-    while True:
-        read = actor.read_page(after, limit, None, None)
-        if read is None:
-            read = await actor.call(actor.cmd_page, after, limit, None, None)
-        page, version = read
-        if page or hub.closing or trio.current_time() >= deadline:
-            return page
-        if hub.parked >= hub.settings.longpoll_max_waiters:
-            return page
-        if actor.state.version != version:
-            continue
-        hub.parked += 1
-        actor.waiters += 1
-        try:
-            with trio.move_on_at(deadline):
-                await actor.park()
-        finally:
-            hub.parked -= 1
-            actor.waiters -= 1
+    page, _version, _after = await read_or_wait(
+        hub, actor, after, None, limit, None, None, deadline, park
+    )
+    return page
 
 
 # -- leases ---------------------------------------------------------------------
