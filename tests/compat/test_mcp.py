@@ -107,3 +107,47 @@ async def test_mcp_client_idempotent_retries_and_conflicts(server: Server) -> No
     assert result["retried"] == result["claimed"]
     assert result["conflict"] == (409, "already_claimed")
     assert result["acked"]["status"] == "acknowledged"
+
+
+async def test_mcp_tools_request_access_to_a_restricted_channel(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The published tools find a restricted lane, ask in, and read once approved."""
+    owner = await server.agent("mcp-owner")
+    channel = await owner.channel(
+        "mcp-private", "broadcast", access="restricted", discoverable=True
+    )
+    await owner.send(channel["id"], "members only")
+    guest = await server.agent("mcp-guest")
+    monkeypatch.setenv("BACKCHANNEL_BASE_URL", server.url)
+    monkeypatch.setenv("BACKCHANNEL_API_KEY", guest.key)
+
+    async def ask() -> dict[str, Any]:
+        listed = await TOOL_IMPL["list_channels"]({})
+        try:
+            await TOOL_IMPL["subscribe"]({"channel": channel["id"], "since": "0"})
+        except BackchannelError as exc:
+            refused = (exc.status, exc.payload["error"])
+        asked = await TOOL_IMPL["request_access"]({"channel": channel["id"]})
+        return {"listed": listed, "refused": refused, "asked": asked}
+
+    before = await _in_asyncio(ask)
+    entry = next(c for c in before["listed"]["data"] if c["id"] == channel["id"])
+    assert (entry["access"], entry["is_member"]) == ("restricted", False)
+    assert before["refused"] == (403, "channel_access_denied")
+    assert before["asked"]["status"] == "pending"
+    request_id = before["asked"]["request_id"]
+
+    approved = await owner.post(
+        f"/v1/channels/{channel['id']}/access-requests/{request_id}/approve", {}
+    )
+    assert approved.status_code == 200, approved.text
+
+    async def read() -> dict[str, Any]:
+        seen: dict[str, Any] = await TOOL_IMPL["subscribe"](
+            {"channel": channel["id"], "since": "0"}
+        )
+        return seen
+
+    after = await _in_asyncio(read)
+    assert [m["content"] for m in after["data"]] == ["members only"]

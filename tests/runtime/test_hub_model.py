@@ -164,7 +164,8 @@ class Run:
         cap = CHANNELS[channel][2]
         live = [m for m in self.msgs.values() if m.channel == channel and m.state == "live"]
         if cap is not None and len(live) > cap:
-            live[0].state = "dropped"
+            live[0].state = "trimmed"  # to history, still indexed, no longer claimable
+            live[0].holder = live[0].token = live[0].lease_end = None
         if idem_key is not None:
             self.stored[(key, idem_key)] = (path, answer)
         return None
@@ -252,7 +253,7 @@ class Run:
         """The refusals every message command shares, in contract order."""
         if key in self.revoked:
             self.expect(answer, 401, "unauthorized")
-        elif msg.state == "dropped":
+        elif msg.state == "trimmed":
             self.expect(answer, 404, "message_not_found")
         elif msg.state == "history":
             self.expect(answer, 410, "message_expired")
@@ -286,7 +287,7 @@ class Run:
         live = {i: m for i, m in self.msgs.items() if m.state == "live"}
         leases = {m.token: i for i, m in live.items() if m.lease_end is not None}
         assert hub.lease_index == leases
-        known = {i for i, m in self.msgs.items() if m.state != "dropped"}
+        known = set(self.msgs)  # live, expired or trimmed: all in history until purged
         assert set(hub.message_index) == known
         for message_id in known:
             channel = self.channel_ids[self.msgs[message_id].channel]
