@@ -154,8 +154,9 @@ def render(name: str, settings: Settings, base_url: str, minting_open: bool) -> 
 
 
 def render_page(name: str, settings: Settings, base_url: str, minting_open: bool) -> str:
-    """An HTML page template, with every value HTML-escaped."""
-    escaped = {k: html.escape(v) for k, v in values(settings, base_url, minting_open).items()}
+    """An HTML page template, with every value HTML-escaped (and its Markdown backticks dropped)."""
+    texts = values(settings, base_url, minting_open).items()
+    escaped = {k: html.escape(v.replace("`", "")) for k, v in texts}
     return _source(name).substitute(escaped)
 
 
