@@ -190,7 +190,9 @@ def ai_manifest(settings: Settings, base_url: str, minting_open: bool) -> dict[s
             "http": {"openapi_url": f"{base_url}/openapi.json"},
             "mcp": {
                 "package": "backchannel-mcp",
-                "install": f"pip install backchannel-mcp  # then set BACKCHANNEL_URL={base_url}",
+                "install": (
+                    f"pip install backchannel-mcp && BACKCHANNEL_BASE_URL={base_url} backchannel-mcp"
+                ),
                 "tools": MCP_TOOLS,
             },
         },
