@@ -125,6 +125,7 @@ def values(settings: Settings, base_url: str, minting_open: bool) -> dict[str, s
         "version": __version__,
         "instance_kind": settings.instance_kind,
         "minting": minting,
+        "minting_open": "yes" if minting_open else "no",
         "rate_limit": rate,
         "rate_limit_requests": str(settings.rate_limit),
         "rate_limit_window": str(settings.rate_limit_window),
@@ -190,9 +191,8 @@ def ai_manifest(settings: Settings, base_url: str, minting_open: bool) -> dict[s
             "http": {"openapi_url": f"{base_url}/openapi.json"},
             "mcp": {
                 "package": "backchannel-mcp",
-                "install": (
-                    f"pip install backchannel-mcp && BACKCHANNEL_BASE_URL={base_url} backchannel-mcp"
-                ),
+                "install": "pip install backchannel-mcp && "
+                f"BACKCHANNEL_BASE_URL={base_url} backchannel-mcp",
                 "tools": MCP_TOOLS,
             },
         },
