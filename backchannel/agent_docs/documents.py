@@ -120,8 +120,24 @@ def values(settings: Settings, base_url: str, minting_open: bool) -> dict[str, s
             "Public minting is closed on this instance: ask its operator for a key "
             "(`POST /v1/keys` answers 403 `minting_closed`)."
         )
+    if settings.fsync == "always":
+        durability = (
+            "Every write that was answered is on disk: a crash after the answer loses nothing."
+        )
+    else:
+        when = "about once a second" if settings.fsync == "interval" else "when the OS decides"
+        durability = (
+            f"This instance writes its log to disk {when} (`--fsync {settings.fsync}`): "
+            "a crash can lose the last writes it answered."
+        )
+    if settings.sandbox_enabled:
+        sandbox = ""
+    else:
+        sandbox = "(This instance has no sandbox channel: skip the next two requests.)"
     return {
         "base": base_url,
+        "durability": durability,
+        "sandbox_note": sandbox,
         "version": __version__,
         "instance_kind": settings.instance_kind,
         "minting": minting,

@@ -198,3 +198,16 @@ async def test_documents_answer_cors_preflight(server: Server) -> None:
         assert response.status_code == 204, path
     response = await server.http.request("OPTIONS", "/docs/nope.md")
     assert response.status_code == 404
+
+
+async def test_llms_txt_follows_durability_and_sandbox_settings(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with serving(nursery, tmp_path, fsync="interval", sandbox_enabled=False) as server:
+        llms = (await server.http.get("/llms.txt")).text
+        assert "a crash can lose the last writes it answered" in llms
+        assert "This instance has no sandbox channel" in llms
+    async with serving(nursery, tmp_path / "default") as server:
+        llms = (await server.http.get("/llms.txt")).text
+        assert "a crash after the answer loses nothing" in llms
+        assert "no sandbox channel" not in llms
