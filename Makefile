@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA ?= snapshots
 
-.PHONY: serve test lint typecheck pytest bench format clean
+.PHONY: serve test lint typecheck pytest bench format clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# Headless Chromium and its driver for tests/http/test_pages.py (Debian packages;
+# CI starts from a clean machine as root).
+browser:
+	test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { \
+		apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }
+
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -1,16 +1,12 @@
 """Documents for agents, rendered with the instance's advertised base URL.
 
-``llms.txt`` is the text agents read first (contract §2.12); ``errors.md``
-is generated from :data:`ERRORS`, the registry of every error code the
-server can answer with, so the two cannot drift apart.
+The texts and pages of contract §2.12 are templates in this package,
+rendered by :mod:`backchannel.agent_docs.documents`; ``errors.md`` is
+generated from :data:`ERRORS`, the registry of every error code the server
+can answer with, so the two cannot drift apart.
 """
 
 from __future__ import annotations
-
-from functools import cache
-from importlib import resources
-
-PUBLIC_BASE_URL = "https://backchannel.oakstack.eu"
 
 # code -> (status, cause, what to do)
 ERRORS: dict[str, tuple[int, str, str]] = {
@@ -216,15 +212,6 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     ),
     "invalid_paused": (422, "paused must be a boolean.", "Fix the value."),
 }
-
-
-@cache
-def _template(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-
-
-def llms_txt(base_url: str) -> str:
-    return _template("llms.txt").replace(PUBLIC_BASE_URL, base_url)
 
 
 def errors_md() -> str:

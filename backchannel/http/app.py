@@ -11,12 +11,11 @@ from __future__ import annotations
 import uuid
 
 import trio
-from quart import Response, request
+from quart import Response
 from quart_trio import QuartTrio
-from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from backchannel import __version__, agent_docs
+from backchannel import __version__
 from backchannel.core.errors import ApiError
 from backchannel.http import (
     access_requests,
@@ -28,13 +27,16 @@ from backchannel.http import (
     keys,
     members,
     messages,
+    pages,
     security,
     sessions,
     tasks,
 )
 from backchannel.http.api import Api, Call, Reply, Result
-from backchannel.http.api import dumps as api_dumps
-from backchannel.http.request import DRAIN_FACTOR, Request, body_too_large
+from backchannel.http.replies import current as _current
+from backchannel.http.replies import not_found as _not_found
+from backchannel.http.replies import respond as _response
+from backchannel.http.request import DRAIN_FACTOR, body_too_large
 from backchannel.runtime.hub import Hub
 
 _CORS = [
@@ -86,21 +88,15 @@ def create_app(hub: Hub) -> QuartTrio:
             "max_content_bytes": settings.max_message_bytes,
         }
 
-    @app.route("/llms.txt", methods=["GET"])
-    async def llms() -> Response:
-        text = agent_docs.llms_txt(api.base_url(_current()))
-        return _text(api, text, "text/plain; charset=utf-8")
-
     @app.route("/openapi.json", methods=["GET"])
     @app.route("/.well-known/openapi.json", methods=["GET"])
     async def openapi() -> Response:
         document = api.openapi(api.base_url(_current()))
         return _response(api, Reply(200, document, []), None)
 
-    @app.route("/docs/errors.md", methods=["GET"])
-    async def errors_doc() -> Response:
-        return _text(api, agent_docs.errors_md(), "text/markdown; charset=utf-8")
+    pages.register(app, api)
 
+    @app.route("/", methods=["OPTIONS"], defaults={"anything": ""})
     @app.route("/<path:anything>", methods=["OPTIONS"])
     async def preflight(anything: str) -> Response:
         path = "/" + anything
@@ -124,36 +120,4 @@ def create_app(hub: Hub) -> QuartTrio:
     return app
 
 
-_QUART_PATHS = frozenset(
-    ("/llms.txt", "/docs/errors.md", "/openapi.json", "/.well-known/openapi.json")
-)
-
-
-def _current() -> Request:
-    """The lane's view of Quart's current request."""
-    return Request(request.scope, None)
-
-
-def _response(
-    api: Api, reply: Reply, request_id: str | None, content_type: str = "application/json"
-) -> Response:
-    """A Quart response with the same common headers as the lane's answers."""
-    request_id = request_id or str(uuid.uuid4())
-    headers = [*api.headers(_current(), request_id, reply.status), *reply.extra]
-    return Response(
-        reply.body,
-        status=reply.status,
-        headers=Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]),
-        content_type=content_type,
-    )
-
-
-def _text(api: Api, text: str, content_type: str) -> Response:
-    return _response(api, Reply(200, text.encode(), []), None, content_type)
-
-
-def _not_found(api: Api) -> Response:
-    """The route-miss body is plain ``{error, message}`` (contract §3.1)."""
-    message = f"No route for {request.method} {request.path}"
-    body = api_dumps({"error": "not_found", "message": message})
-    return _response(api, Reply(404, body, []), None)
+_QUART_PATHS = pages.PATHS | {"/openapi.json", "/.well-known/openapi.json"}
