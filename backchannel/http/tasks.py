@@ -14,12 +14,13 @@ from typing import Any
 
 from backchannel.core import errors
 from backchannel.core.errors import ApiError
-from backchannel.core.records import CLAIMABLE
+from backchannel.core.records import BROADCAST, CLAIMABLE, RESTRICTED
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, Result
 from backchannel.http.channels import _channel_spec
 from backchannel.http.messages import Pager
-from backchannel.http.views import message_cursor, message_view
+from backchannel.http.views import channel_view, invitation_view, message_cursor, message_view
+from backchannel.runtime import access
 from backchannel.runtime.actor import ChannelActor
 
 DEPRECATED = {"Deprecation": "true", "Sunset": "2027-01-01"}
@@ -135,6 +136,57 @@ def register(api: Api) -> None:
             raise errors.already_claimed()
         _, message = await actor.call(actor.cmd_ack, call.auth, message_id, acting)
         return 200, {"status": "claimed_and_acked", "message": view(message, actor)}, DEPRECATED
+
+    @api.route("POST", "/v1/tasks/post-with-result", mutating=True)
+    async def post_with_result(call: Call) -> Result:
+        """Post a task and open its broadcast result channel ``result-of-<id>``.
+
+        The work channel is the caller's of that name, as for ``post``. The
+        result channel carries the alias ``result-of-<id>`` (global), so any
+        key may post the result and read it by that name.
+        """
+        body = await call.json()
+        name = _channel(body)
+        metadata = metadata_of(body)
+        fields.content(body, settings.max_message_bytes)
+        work = await own_work_channel(call, name)
+        answer = await post(call, work, body, metadata)
+        task_id = answer["message"]["id"]
+        channel = RESULT_PREFIX + task_id
+        spec, _ = _channel_spec({"name": channel, "mode": BROADCAST}, api)
+        state = await hub.create_channel(call.auth, spec, [])
+        results = hub.actors[state.config.id]
+        await results.call(access.add_alias, results, call.auth, channel)
+        reply = {
+            "message": answer["message"],
+            "channel": work.channel_id,
+            "result_channel": channel,
+            "result_url": f"/v1/tasks/{task_id}/result",
+        }
+        return 201, reply, DEPRECATED
+
+    @api.route("POST", "/v1/tasks/create-claimable-session", mutating=True)
+    async def create_claimable_session(call: Call) -> Result:
+        """A restricted claimable channel plus an invitation to it (upstream's
+        rule kept: ``description`` must be a non-empty string)."""
+        body = await call.json()
+        name = body.get("name", "session")
+        description = body.get("description", "")
+        if not isinstance(description, str) or not description.strip():
+            raise errors.invalid_string("value")
+        shape = {"name": name, "mode": CLAIMABLE, "access": RESTRICTED}
+        spec, _ = _channel_spec({**shape, "description": description}, api)
+        state = await hub.create_channel(call.auth, spec, [])
+        actor = hub.actors[state.config.id]
+        invitation = await actor.call(access.invite, actor, call.auth)
+        return (
+            201,
+            {
+                "channel": channel_view(state.config, hub.world, call.auth.key_id),
+                "invitation": invitation_view(invitation, state.config, hub.clock.now()),
+            },
+            DEPRECATED,
+        )
 
     @api.route("POST", "/v1/tasks/<message_id>/result", mutating=True)
     async def post_result(call: Call, message_id: str) -> Result:

@@ -241,3 +241,61 @@ async def test_task_results_post_to_and_read_from_the_result_channel(server: Ser
     assert result.status_code == 200
     assert result.json()["task_id"] == task_id
     assert result.json()["result"]["content"] == "done"
+
+
+async def test_post_with_result_opens_a_result_channel_any_key_can_answer(
+    server: Server,
+) -> None:
+    asker = await server.agent("asker")
+    worker = await server.agent("worker")
+    reply = await asker.post(
+        "/v1/tasks/post-with-result", {"channel": "jobs", "content": "add 2 and 2"}
+    )
+    assert reply.status_code == 201, reply.text
+    assert reply.headers["Deprecation"] == "true"
+    body = reply.json()
+    task_id = body["message"]["id"]
+    assert body["result_channel"] == f"result-of-{task_id}"
+    assert body["result_url"] == f"/v1/tasks/{task_id}/result"
+    work = (await asker.get(f"/v1/channels/{body['channel']}")).json()
+    assert (work["name"], work["mode"]) == ("jobs", "claimable")
+    results = (await worker.get(f"/v1/channels/result-of-{task_id}")).json()
+    assert results["mode"] == "broadcast"
+    assert results["aliases"] == [f"result-of-{task_id}"]
+
+    assert_error(await asker.get(f"/v1/tasks/{task_id}/result"), 404, "result_not_ready")
+    answered = await worker.post(f"/v1/tasks/{task_id}/result", {"content": "4"})
+    assert answered.status_code == 201, answered.text
+    result = await asker.get(f"/v1/tasks/{task_id}/result")
+    assert result.json()["result"]["content"] == "4"
+    assert result.json()["result"]["metadata"] == {"task_id": task_id}
+
+    again = await asker.post("/v1/tasks/post-with-result", {"channel": "jobs", "content": "2"})
+    assert again.json()["channel"] == body["channel"]  # the work channel is reused (§0.9)
+
+
+async def test_create_claimable_session_makes_a_restricted_channel_and_an_invitation(
+    server: Server,
+) -> None:
+    owner = await server.agent("owner")
+    guest = await server.agent("guest")
+    missing = await owner.post("/v1/tasks/create-claimable-session", {"name": "s"})
+    assert_error(missing, 422, "invalid_string")  # upstream's rule: description required
+    reply = await owner.post(
+        "/v1/tasks/create-claimable-session", {"name": "pair", "description": "work together"}
+    )
+    assert reply.status_code == 201, reply.text
+    assert reply.headers["Deprecation"] == "true"
+    channel, invitation = reply.json()["channel"], reply.json()["invitation"]
+    assert (channel["mode"], channel["access"], channel["name"]) == (
+        "claimable",
+        "restricted",
+        "pair",
+    )
+    assert invitation["channel"]["id"] == channel["id"]
+    assert invitation["active"] is True
+    denied = await guest.get(f"/v1/channels/{channel['id']}/messages")
+    assert_error(denied, 403, "channel_access_denied")
+    joined = await guest.get(f"/v1/channel-invitations/{invitation['id']}")
+    assert joined.status_code == 200, joined.text
+    assert (await guest.get(f"/v1/channels/{channel['id']}/messages")).status_code == 200
