@@ -414,7 +414,7 @@ class ChannelState:
             case HistoryPurged():
                 self._purge_history(event.before)
             case ChannelPaused():
-                self.config.paused = event.paused
+                self.config.paused = self.config.operator_paused = event.paused
                 self.config.updated_at = event.at
             case _:
                 apply_access(self, event)

@@ -147,9 +147,17 @@ def require_owner(config: ChannelConfig, key: KeyRecord, action: str) -> None:
 def decide_update(
     state: ChannelState, key: KeyRecord, changes: dict[str, Any], now: int
 ) -> ChannelUpdated | None:
-    """PATCH with validated ``changes``; only fields whose value differs are kept."""
+    """PATCH with validated ``changes``; only fields whose value differs are kept.
+
+    The owner may pause and resume its channel, but not resume one the
+    operator paused (§2.10's kill switch outranks the owner; contract §6 S1).
+    """
     config = state.config
     require_owner(config, key, "update a channel")
+    if config.operator_paused and changes.get("paused") is False:
+        raise ApiError(
+            403, "forbidden", "The operator paused this channel; only the operator can resume it"
+        )
     diff = {name: value for name, value in changes.items() if getattr(config, name) != value}
     return ChannelUpdated(config.id, diff, now) if diff else None
 

@@ -74,6 +74,7 @@ class ChannelConfig:
     paused: bool = False
     aliases: list[str] = field(default_factory=list)
     related_channels: list[str] = field(default_factory=list)
+    operator_paused: bool = False  # paused by the operator: only the operator resumes it
     members: dict[str, Member] = field(default_factory=dict)
 
     def can_access(self, key_id: str) -> bool:

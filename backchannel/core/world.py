@@ -65,7 +65,9 @@ from backchannel.core.sessions import SessionBook
 from backchannel.core.webhooks import WebhookBook
 
 CONFIG_FIELDS = tuple(
-    f.name for f in fields(ChannelConfig) if f.name not in ("members", "aliases", "paused")
+    f.name
+    for f in fields(ChannelConfig)
+    if f.name not in ("members", "aliases", "paused", "operator_paused")
 )
 
 

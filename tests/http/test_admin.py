@@ -260,3 +260,28 @@ async def test_pause_is_journaled_and_survives_a_restart(
             headers={"X-API-Key": alice.key},
         )
         assert_error(response, 503, "channel_paused")
+
+
+async def test_only_the_operator_resumes_what_the_operator_paused(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The kill switch outranks the owner (contract §6 S1): the owner's PATCH
+    may pause and resume its own channel, never one the operator paused,
+    and that holds across a restart (the flag is in snapshots and replay)."""
+    async with serving(nursery, tmp_path, admin_token=TOKEN) as server:
+        alice = await server.agent("alice")
+        channel = (await alice.channel("jobs", "broadcast"))["id"]
+        own = await alice.patch(f"/v1/channels/{channel}", {"paused": True})
+        assert own.json()["paused"] is True
+        assert (await alice.patch(f"/v1/channels/{channel}", {"paused": False})).status_code == 200
+        await _pause(server, channel)
+    async with serving(nursery, tmp_path, admin_token=TOKEN) as server:
+        alice = Agent(server.http, alice.key, alice.key_id, alice.label)  # the restarted server
+        refused = await alice.patch(f"/v1/channels/{channel}", {"paused": False})
+        assert_error(refused, 403, "forbidden")
+        assert "operator" in refused.json()["message"]
+        still = await alice.patch(f"/v1/channels/{channel}", {"paused": True, "description": "d"})
+        assert still.status_code == 200, still.text  # pausing again and other fields are fine
+        assert (await _pause(server, channel, "resume")).json()["paused"] is False
+        assert (await alice.patch(f"/v1/channels/{channel}", {"paused": True})).status_code == 200
+        assert (await alice.patch(f"/v1/channels/{channel}", {"paused": False})).status_code == 200
