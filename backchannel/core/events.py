@@ -77,6 +77,54 @@ class IdempotencyPurged:
     before: int
 
 
+@dataclass(frozen=True, slots=True)
+class ActorWebhookSet:
+    kind: ClassVar[str] = "actor.webhook.set"
+    actor_id: str
+    url: str
+    secret: str | None
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActorWebhookDeleted:
+    kind: ClassVar[str] = "actor.webhook.deleted"
+    actor_id: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookQueued:
+    """A delivery owed to a receiver, journaled with the change that caused it.
+
+    ``body`` is the exact JSON that is signed and sent; ``channel_id`` and
+    ``actor_id`` say what caused it (a mention names its actor).
+    """
+
+    kind: ClassVar[str] = "webhook.queued"
+    delivery_id: str
+    event: str
+    url: str
+    secret: str | None
+    body: bytes
+    at: int
+    channel_id: str | None
+    actor_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempted:
+    """One delivery attempt: ``outcome`` is delivered, failed (retry at ``next_attempt_at``)
+    or given_up."""
+
+    kind: ClassVar[str] = "webhook.attempted"
+    delivery_id: str
+    at: int
+    outcome: str
+    next_attempt_at: int | None
+    error: str
+
+
 # --- channel events --------------------------------------------------------
 
 
@@ -184,7 +232,16 @@ class HistoryPurged:
 
 
 GlobalEvent = (
-    KeyMinted | KeyRevoked | ActorCreated | ChannelCreated | IdempotencyStored | IdempotencyPurged
+    KeyMinted
+    | KeyRevoked
+    | ActorCreated
+    | ChannelCreated
+    | IdempotencyStored
+    | IdempotencyPurged
+    | ActorWebhookSet
+    | ActorWebhookDeleted
+    | WebhookQueued
+    | WebhookAttempted
 )
 ChannelEvent = (
     MessagePosted
@@ -209,6 +266,10 @@ _KINDS: dict[str, type[Any]] = {
         ChannelCreated,
         IdempotencyStored,
         IdempotencyPurged,
+        ActorWebhookSet,
+        ActorWebhookDeleted,
+        WebhookQueued,
+        WebhookAttempted,
         MessagePosted,
         MessageClaimed,
         LeaseExtended,

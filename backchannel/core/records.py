@@ -140,3 +140,13 @@ class IdempotencyEntry:
     status: int
     body: bytes
     stored_at: int
+
+
+@dataclass(slots=True)
+class ActorWebhook:
+    """An actor's mention webhook registration (contract §2.7); one per actor."""
+
+    actor_id: str
+    url: str
+    secret: str | None
+    updated_at: int

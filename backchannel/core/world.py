@@ -27,6 +27,8 @@ from backchannel.core.channel import ChannelState
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
     ActorCreated,
+    ActorWebhookDeleted,
+    ActorWebhookSet,
     ChannelCreated,
     ChannelEvent,
     Event,
@@ -35,8 +37,11 @@ from backchannel.core.events import (
     IdempotencyStored,
     KeyMinted,
     KeyRevoked,
+    WebhookAttempted,
+    WebhookQueued,
     channel_of,
 )
+from backchannel.core.outbox import Outbox
 from backchannel.core.records import (
     OPEN,
     Actor,
@@ -45,6 +50,7 @@ from backchannel.core.records import (
     KeyRecord,
     Member,
 )
+from backchannel.core.webhooks import WebhookBook
 
 CONFIG_FIELDS = tuple(
     f.name for f in fields(ChannelConfig) if f.name not in ("members", "aliases", "paused")
@@ -70,6 +76,8 @@ class World:
         self.channels_by_name: dict[tuple[str, str], list[str]] = {}
         self.idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
         self.applied_seq = 0
+        self.webhooks = WebhookBook()
+        self.outbox = Outbox()
 
     # -- keys -----------------------------------------------------------------
 
@@ -298,6 +306,10 @@ class World:
                 self.idempotency[(event.key_id, event.idempotency_key)] = IdempotencyEntry(
                     event.method, event.path, event.status, event.body, event.at
                 )
+            case ActorWebhookSet() | ActorWebhookDeleted():
+                self.webhooks.apply(event)
+            case WebhookQueued() | WebhookAttempted():
+                self.outbox.apply(event)
             case IdempotencyPurged():
                 stale = [k for k, v in self.idempotency.items() if v.stored_at < event.before]
                 for k in stale:

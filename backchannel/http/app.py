@@ -22,6 +22,7 @@ from backchannel.http import actors, channels, keys, messages, tasks
 from backchannel.http.api import Api, Call, Reply, Result
 from backchannel.http.api import dumps as api_dumps
 from backchannel.http.request import DRAIN_FACTOR, Request, body_too_large
+from backchannel.http.views import message_view
 from backchannel.runtime.hub import Hub
 
 _CORS = [
@@ -39,6 +40,7 @@ def create_app(hub: Hub) -> QuartTrio:
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["JSONIFY_PRETTYPRINT_REGULAR"] = False
     api = Api(hub, settings)
+    hub.render_message = message_view  # webhook bodies show the message as the API does
     app.extensions["backchannel"] = api
 
     for routes in (keys, channels, messages, actors, tasks):

@@ -14,9 +14,9 @@ lease token → message id. Actors maintain them as they apply events.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,6 +29,7 @@ from backchannel.core.events import (
     GlobalEvent,
     IdempotencyStored,
     KeyMinted,
+    WebhookQueued,
     to_wire,
 )
 from backchannel.core.records import BROADCAST, OPEN, KeyRecord, Message
@@ -37,6 +38,9 @@ from backchannel.runtime.actor import ChannelActor
 from backchannel.runtime.clock import WallClock
 from backchannel.runtime.durable import settle
 from backchannel.runtime.journal import Journal
+
+if TYPE_CHECKING:
+    from backchannel.runtime.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,10 @@ class Hub:
         self._nursery: trio.Nursery | None = None
         self._background = trio.CancelScope()
         self._stopping = trio.Event()
+        self.on_webhook: Callable[[WebhookQueued, int], None] | None = None
+        self.render_message: Callable[[Message, str, int], dict[str, Any]] | None = None
+        self.webhooks_dropped = 0
+        self.sender: WebhookSender | None = None
 
     # -- lifetime -------------------------------------------------------------
 
@@ -161,6 +169,24 @@ class Hub:
         """Journal and apply one global event; returns its seq."""
         seq = self.journal.append_nowait(to_wire(event))
         self.world.apply_global(event, seq)
+        return seq
+
+    def queue_webhooks(self, events: list[WebhookQueued]) -> int:
+        """Journal and apply deliveries, tell the sender; returns the last seq (or 0).
+
+        Past ``webhook_max_pending`` pending deliveries a new one is dropped
+        and logged: a receiver that is down cannot grow memory without bound.
+        """
+        seq = 0
+        cap = self.settings.webhook_max_pending
+        for event in events:
+            if len(self.world.outbox.pending) >= cap:
+                self.webhooks_dropped += 1
+                log.warning("webhook outbox full (%d pending); dropped a %s", cap, event.event)
+                continue
+            seq = self.commit_global(event)
+            if self.on_webhook is not None:
+                self.on_webhook(event, seq)
         return seq
 
     async def mint_key(self, label: str) -> tuple[str, KeyRecord]:

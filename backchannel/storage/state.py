@@ -3,7 +3,8 @@
 Layout (one top-level msgpack object after another, never nested)::
 
     {"format": 2, "clock": <µs at pack time>, "channels": N}
-    {registry: seq, keys, actors, actor_aliases, idempotency}
+    {registry: seq, keys, actors, actor_aliases, idempotency,
+               webhooks, outbox, mention_pushes, outbox_counts}
     {channel part}  × N: seq, config, members, last_seq, recent_posts,
                          "live": [<bin: packed chunk of rows>, ...],
                          "history": [<bin: packed chunk of rows>, ...]
@@ -33,8 +34,10 @@ import msgpack
 from backchannel.core.capture import Capture
 from backchannel.core.channel import ChannelState
 from backchannel.core.events import Event, channel_of, from_wire
+from backchannel.core.outbox import Delivery
 from backchannel.core.records import (
     Actor,
+    ActorWebhook,
     Archived,
     ChannelConfig,
     IdempotencyEntry,
@@ -57,6 +60,8 @@ _ACTOR = _names(Actor)
 _MEMBER = _names(Member)
 _CONFIG = _names(ChannelConfig, "members")
 _IDEM = _names(IdempotencyEntry)
+_WEBHOOK = _names(ActorWebhook)
+_DELIVERY = _names(Delivery)
 
 
 def _row(obj: Any, names: tuple[str, ...]) -> list[Any]:
@@ -88,6 +93,10 @@ def pack_registry(world: World) -> bytes:
                 [key_id, idem, *_row(entry, _IDEM)]
                 for (key_id, idem), entry in world.idempotency.items()
             ],
+            "webhooks": [_row(x, _WEBHOOK) for x in world.webhooks.hooks.values()],
+            "outbox": [_row(x, _DELIVERY) for x in world.outbox.pending.values()],
+            "mention_pushes": [[c, a, at] for (c, a), at in world.outbox.mention_pushes.items()],
+            "outbox_counts": [world.outbox.delivered, world.outbox.given_up],
         }
     )
 
@@ -190,6 +199,16 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
     world.actor_aliases = dict(registry["actor_aliases"])
     for row in registry["idempotency"]:
         world.idempotency[(row[0], row[1])] = IdempotencyEntry(*row[2:])
+    for row in registry.get("webhooks", []):
+        hook = ActorWebhook(*row)
+        world.webhooks.hooks[hook.actor_id] = hook
+    outbox = world.outbox
+    for row in registry.get("outbox", []):
+        delivery = Delivery(*row)
+        outbox.pending[delivery.id] = delivery
+    for channel_id, actor_id, at in registry.get("mention_pushes", []):
+        outbox.mention_pushes[(channel_id, actor_id)] = at
+    outbox.delivered, outbox.given_up = registry.get("outbox_counts", [0, 0])
     for _ in range(outer["channels"]):
         state = _load_channel(next(stream))
         config = state.config

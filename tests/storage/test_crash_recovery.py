@@ -65,7 +65,9 @@ class ServerProcess:
         self.log = log
 
     @classmethod
-    async def start(cls, data_dir: Path, log: Path) -> ServerProcess:
+    async def start(
+        cls, data_dir: Path, log: Path, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         port = _free_port()
         output = _open_log(log)
         try:
@@ -85,7 +87,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
-                env={**os.environ, **SERVER_ENV},
+                env={**os.environ, **SERVER_ENV, **(env or {})},
                 cwd=str(REPO),
             )
         finally:

@@ -1,0 +1,249 @@
+"""The webhook sender: one task that empties the outbox (contract §0.6, §3.13).
+
+Theory of operation
+-------------------
+Deliveries are queued by the core (:mod:`backchannel.core.outbox`) in the
+same journal batch as the change that caused them, and the hub tells the
+sender at once (:meth:`WebhookSender.notify`). The sender keeps a heap of
+``(due time, delivery id)``; its loop sleeps until the earliest is due or a
+notification arrives, then starts one attempt task per due delivery.
+
+An attempt first waits until the queueing record is durable (so a receiver
+never hears of a write that a crash could still undo), then takes a slot of
+its target host (``webhook_per_host_concurrency``) and only then a global
+slot (``webhook_concurrency``): deliveries to a receiver that hangs or is
+down wait among themselves and never hold slots that other receivers need.
+Every attempt ends within ``webhook_timeout_seconds`` and is journaled as a
+``WebhookAttempted`` event; a failure is retried on the configured
+schedule, then given up.
+
+Guarantees:
+    * At least once: a delivery stays pending until an attempt that got a
+      2xx answer is journaled. After kill -9 the recovered outbox is
+      attempted again as soon as the server is back (a delivery whose
+      success was not yet journaled may be sent twice; receivers dedupe on
+      ``X-Backchannel-Delivery``).
+    * Targets: only http(s); unless ``webhook_allow_private``, a host that
+      is or resolves to a loopback, private, link-local, reserved,
+      multicast or unspecified address is refused at delivery time (a
+      failed attempt). Redirects are never followed. The address is checked
+      before httpx connects, so a DNS answer that changes between the check
+      and the connection (rebinding) is not caught.
+    * Nothing here blocks the API: the sender shares the event loop, but
+      every network wait is a trio wait with a deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+from backchannel.core.events import WebhookQueued
+from backchannel.core.outbox import Delivery, forbidden_address, host_refused
+from backchannel.runtime.journal import JournalFailed
+
+if TYPE_CHECKING:
+    from backchannel.runtime.hub import Hub
+
+log = logging.getLogger(__name__)
+USER_AGENT = "Backchannel-Webhook/1"
+
+Resolver = Callable[[str, int], Any]
+
+
+def signature(secret: str, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of the exact body>`` keyed by the secret as UTF-8."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookSender:
+    """Delivers the hub's outbox; see the module docstring.
+
+    Attributes:
+        outcomes: attempts by outcome (``delivered``, ``failed``,
+            ``given_up``, ``refused``) since start, for metrics.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        settings = hub.settings
+        self.hub = hub
+        self.schedule = settings.webhook_retry_schedule
+        self.timeout = settings.webhook_timeout_seconds
+        self.allow_private = settings.webhook_allow_private
+        self.per_host = settings.webhook_per_host_concurrency
+        self.outcomes: Counter[str] = Counter()
+        self.in_flight = 0
+        self._slots = trio.CapacityLimiter(settings.webhook_concurrency)
+        self._hosts: dict[str, trio.CapacityLimiter] = {}
+        self._due: list[tuple[float, str]] = []
+        self._after_seq: dict[str, int] = {}
+        self._attempting: set[str] = set()
+        self._wakeup = trio.Event()
+        self.cancel_scope = trio.CancelScope()
+
+    def notify(self, event: WebhookQueued, seq: int) -> None:
+        """A delivery was queued at journal ``seq``: attempt it as soon as that is durable."""
+        self._after_seq[event.delivery_id] = seq
+        heapq.heappush(self._due, (trio.current_time(), event.delivery_id))
+        self._wakeup.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The sender task. Never returns unless cancelled (``cancel_scope`` stops it).
+
+        Started means the recovered outbox is scheduled: every delivery still
+        pending is attempted at once (a restart is a new chance, whatever
+        its retry time was). A cancelled attempt is not recorded, so it is
+        attempted again after the next start.
+        """
+        now = trio.current_time()
+        self._due = [(now, delivery_id) for delivery_id in self.hub.world.outbox.pending]
+        if self._due:
+            log.info("webhook outbox: %d deliveries pending", len(self._due))
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
+        with self.cancel_scope:
+            async with (
+                httpx.AsyncClient(
+                    timeout=self.timeout, follow_redirects=False, trust_env=False, limits=limits
+                ) as client,
+                trio.open_nursery() as nursery,
+            ):
+                task_status.started()
+                while True:
+                    self._wakeup = trio.Event()
+                    self._start_due(nursery, client)
+                    deadline = self._due[0][0] if self._due else math.inf
+                    with trio.move_on_at(deadline):
+                        await self._wakeup.wait()
+
+    def _start_due(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> None:
+        now = trio.current_time()
+        pending = self.hub.world.outbox.pending
+        while self._due and self._due[0][0] <= now:
+            _, delivery_id = heapq.heappop(self._due)
+            if delivery_id in self._attempting or delivery_id not in pending:
+                continue
+            self._attempting.add(delivery_id)
+            nursery.start_soon(self._attempt, client, delivery_id)
+
+    async def _attempt(self, client: httpx.AsyncClient, delivery_id: str) -> None:
+        hub = self.hub
+        try:
+            seq = self._after_seq.pop(delivery_id, 0)
+            if seq:
+                await hub.journal.wait_durable(seq)
+            delivery = hub.world.outbox.pending.get(delivery_id)
+            if delivery is None:
+                return
+            host = _host_key(delivery.url)
+            limiter = self._hosts.get(host)
+            if limiter is None:
+                limiter = self._hosts[host] = trio.CapacityLimiter(self.per_host)
+            try:
+                async with limiter, self._slots:
+                    self.in_flight += 1
+                    try:
+                        error = await self._post(client, delivery)
+                    finally:
+                        self.in_flight -= 1
+            finally:
+                stats = limiter.statistics()
+                if not stats.borrowed_tokens and not stats.tasks_waiting:
+                    self._hosts.pop(host, None)
+            self._record(delivery, error)
+        except JournalFailed as exc:
+            log.warning("webhook %s not attempted or not recorded: %s", delivery_id, exc)
+        finally:
+            self._attempting.discard(delivery_id)
+
+    def _record(self, delivery: Delivery, error: str | None) -> None:
+        hub = self.hub
+        event = hub.world.outbox.decide_attempt(delivery, hub.clock.now(), error, self.schedule)
+        hub.commit_global(event)
+        if error is not None and error.startswith("refused"):
+            self.outcomes["refused"] += 1
+        self.outcomes[event.outcome] += 1
+        if event.next_attempt_at is not None:
+            heapq.heappush(self._due, (hub.clock.trio_time(event.next_attempt_at), delivery.id))
+            self._wakeup.set()
+            log.info(
+                "webhook %s to %s failed (attempt %d): %s",
+                delivery.id,
+                delivery.url,
+                delivery.attempts,
+                error,
+            )
+        elif error is not None:
+            log.warning(
+                "webhook %s to %s given up after %d attempts: %s",
+                delivery.id,
+                delivery.url,
+                delivery.attempts,
+                error,
+            )
+
+    async def _post(self, client: httpx.AsyncClient, delivery: Delivery) -> str | None:
+        """One attempt; None when the receiver answered 2xx, else why not."""
+        try:
+            parts = urlsplit(delivery.url)
+            host = parts.hostname or ""
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return "invalid URL"
+        if parts.scheme not in ("http", "https") or not host:
+            return "invalid URL"
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Backchannel-Event": delivery.event,
+            "X-Backchannel-Delivery": delivery.id,
+            "X-Backchannel-Timestamp": str(self.hub.clock.now() // 1_000_000),
+        }
+        if delivery.secret:
+            headers["X-Backchannel-Signature"] = signature(delivery.secret, delivery.body)
+        with trio.move_on_after(self.timeout) as timer:
+            if not self.allow_private:
+                refusal = await _refusal(host, port)
+                if refusal is not None:
+                    return refusal
+            try:
+                async with client.stream(
+                    "POST", delivery.url, content=delivery.body, headers=headers
+                ) as response:
+                    status = response.status_code
+            except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+                return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if timer.cancelled_caught:
+            return f"timeout after {self.timeout:g}s"
+        return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def _host_key(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+async def _refusal(host: str, port: int) -> str | None:
+    """Why ``host`` must not be reached (module docstring), or None."""
+    if host_refused(host):
+        return f"refused: {host} is not a public address"
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"DNS: {exc}"
+    for info in infos:
+        address = str(info[4][0])
+        if forbidden_address(address):
+            return f"refused: {host} resolves to {address}"
+    return None

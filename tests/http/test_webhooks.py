@@ -1,0 +1,154 @@
+"""Channel webhooks over real HTTP, delivered to a real loopback receiver (§0.6, §3.13)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+
+import trio
+
+from tests.conftest import assert_error, serving
+from tests.receiver import Receiver
+
+RETRY = "0.3,0.3,0.3,0.3"
+
+
+async def test_a_post_is_delivered_signed_within_a_second(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    url = await receiver.serve(nursery)
+    async with serving(
+        nursery, tmp_path, webhook_allow_private=True, webhook_retry_seconds=RETRY
+    ) as server:
+        alice = await server.agent("alice")
+        channel = await alice.channel("hooked", webhook_url=url, webhook_secret="s3cret")
+        assert "webhook_url" not in channel
+        assert "webhook_secret" not in channel
+        message = await alice.send(channel["id"], "deliver me")
+        answered = trio.current_time()
+        (got,) = await receiver.wait_for(1, within=1.0)
+        assert got.at - answered < 1.0
+        assert got.method == "POST"
+        assert got.target == "/hook"
+        expected = hmac.new(b"s3cret", got.body, hashlib.sha256).hexdigest()
+        assert got.headers["x-backchannel-signature"] == f"sha256={expected}"
+        assert got.headers["x-backchannel-event"] == "message.created"
+        assert got.headers["user-agent"] == "Backchannel-Webhook/1"
+        assert got.headers["content-type"] == "application/json"
+        assert abs(int(got.headers["x-backchannel-timestamp"]) - time.time()) < 5
+        assert len(got.headers["x-backchannel-delivery"]) == 36
+        assert json.loads(got.body) == {"message": message}
+        # the exact body is Python's json.dumps with its default separators
+        assert got.body == json.dumps(json.loads(got.body)).encode()
+
+
+async def test_no_secret_means_no_signature(nursery: trio.Nursery, tmp_path: Path) -> None:
+    receiver = Receiver()
+    url = await receiver.serve(nursery)
+    async with serving(nursery, tmp_path, webhook_allow_private=True) as server:
+        alice = await server.agent("alice")
+        channel = await alice.channel("plain", webhook_url=url)
+        await alice.send(channel["id"])
+        (got,) = await receiver.wait_for(1)
+        assert "x-backchannel-signature" not in got.headers
+
+
+async def test_a_500_is_retried_with_the_same_delivery_id(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver = Receiver(statuses=[500])
+    url = await receiver.serve(nursery)
+    async with serving(
+        nursery, tmp_path, webhook_allow_private=True, webhook_retry_seconds=RETRY
+    ) as server:
+        alice = await server.agent("alice")
+        channel = await alice.channel("flaky", webhook_url=url, webhook_secret="k")
+        await alice.send(channel["id"])
+        first, second = await receiver.wait_for(2)
+        assert second.at - first.at >= 0.29
+        assert first.headers["x-backchannel-delivery"] == second.headers["x-backchannel-delivery"]
+        assert first.body == second.body
+        await trio.sleep(1.0)
+        assert len(receiver.requests) == 2  # delivered: no more attempts
+
+
+async def test_five_attempts_then_it_gives_up(nursery: trio.Nursery, tmp_path: Path) -> None:
+    receiver = Receiver(statuses=[500, 503, 404, 302, 500, 500, 500])
+    url = await receiver.serve(nursery)
+    async with serving(
+        nursery, tmp_path, webhook_allow_private=True, webhook_retry_seconds="0.1,0.1,0.1,0.1"
+    ) as server:
+        alice = await server.agent("alice")
+        channel = await alice.channel("down", webhook_url=url)
+        await alice.send(channel["id"])
+        attempts = await receiver.wait_for(5)
+        assert len({a.headers["x-backchannel-delivery"] for a in attempts}) == 1
+        await trio.sleep(0.6)
+        assert len(receiver.requests) == 5
+
+
+async def test_a_hanging_receiver_delays_nobody_else(nursery: trio.Nursery, tmp_path: Path) -> None:
+    stuck = Receiver(hang=True)
+    stuck_url = await stuck.serve(nursery)
+    healthy = Receiver()
+    healthy_url = await healthy.serve(nursery)
+    async with serving(
+        nursery,
+        tmp_path,
+        webhook_allow_private=True,
+        webhook_retry_seconds="0.2",
+        webhook_timeout_seconds=1.5,
+        webhook_per_host_concurrency=2,
+    ) as server:
+        alice = await server.agent("alice")
+        slow = await alice.channel("slow", webhook_url=stuck_url)
+        fast = await alice.channel(
+            "fast", webhook_url=healthy_url.replace("127.0.0.1", "localhost")
+        )
+        for _ in range(4):  # more than the stuck host's slots
+            await alice.send(slow["id"])
+        await stuck.wait_for(2)
+        started = trio.current_time()
+        for n in range(3):
+            await alice.send(fast["id"], f"fast {n}")
+        assert trio.current_time() - started < 1.0  # the API is not held up
+        await healthy.wait_for(3, within=1.0)
+        assert len(stuck.requests) == 2  # the other two wait for the host's slots
+        # the two stuck attempts time out and are retried; the waiting two go through
+        stuck.hang = False
+        attempts = await stuck.wait_for(6, within=5)
+        ids = [a.headers["x-backchannel-delivery"] for a in attempts]
+        assert ids[0] in ids[2:]
+        assert ids[1] in ids[2:]
+        assert len(set(ids)) == 4
+        await trio.sleep(0.5)
+        assert len(stuck.requests) == 6
+
+
+async def test_private_targets_are_refused_unless_allowed(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with serving(nursery, tmp_path) as server:
+        alice = await server.agent("alice")
+        for url in (
+            "http://127.0.0.1:9/hook",
+            "http://localhost/hook",
+            "https://10.1.2.3/",
+            "http://[::1]:8080/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://0.0.0.0/",
+            "ftp://example.com/",
+        ):
+            response = await alice.post(
+                "/v1/channels", {"name": "x", "mode": "broadcast", "webhook_url": url}
+            )
+            assert_error(response, 422, "invalid_webhook_url")
+        ok = await alice.post(
+            "/v1/channels",
+            {"name": "x", "mode": "broadcast", "webhook_url": "https://hooks.example.com/in"},
+        )
+        assert ok.status_code == 201, ok.text
