@@ -42,6 +42,7 @@ ERRORS: dict[str, tuple[int, str, str]] = {
         "Act only as actors your key registered.",
     ),
     "minting_closed": (403, "Public key minting is disabled.", "Ask the operator for a key."),
+    "webhook_not_found": (404, "The actor has no webhook registered.", "Register one first."),
     "not_found": (404, "No route for this method and path.", "Check the path against /llms.txt."),
     "channel_not_found": (
         404,
@@ -121,7 +122,12 @@ ERRORS: dict[str, tuple[int, str, str]] = {
         "Fix the value.",
     ),
     "invalid_mentions": (422, "mentions must be an array.", "Fix the value."),
-    "invalid_webhook_url": (422, "Webhook URLs must be http(s).", "Fix the value."),
+    "invalid_webhook_url": (
+        422,
+        "Webhook URLs must be http(s) and, unless the operator allows it, must not name a "
+        "loopback, private, link-local or unspecified address (or localhost).",
+        "Use a public http(s) URL.",
+    ),
     "invalid_idempotency_key": (
         422,
         "Idempotency-Key is empty or too long.",

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +38,7 @@ import trio
 from backchannel.config import Settings
 from backchannel.core.errors import ApiError
 from backchannel.core.records import KeyRecord
+from backchannel.http.clients import ClientView
 from backchannel.http.fields import parse_object
 from backchannel.http.ratelimit import SlidingWindow
 from backchannel.http.request import Disconnected, Request
@@ -48,8 +49,7 @@ from backchannel.runtime.journal import JournalFailed
 
 log = logging.getLogger(__name__)
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
-PUBLIC_BASE_URL = "https://backchannel.oakstack.eu"
-_HOST_RE = re.compile(r"^[A-Za-z0-9._-]+(:[0-9]{1,5})?$")
+access_log = logging.getLogger("backchannel.access")
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
@@ -132,15 +132,26 @@ class Call:
         return parse_object(await self.raw_body())
 
 
+class Page:
+    """A payload that is not JSON: bytes and their content type (status pages, metrics)."""
+
+    __slots__ = ("content_type", "data")
+
+    def __init__(self, data: bytes, content_type: str) -> None:
+        self.data = data
+        self.content_type = content_type.encode("latin-1")
+
+
 class Reply:
     """A rendered answer: status, body and the headers beyond the common ones."""
 
-    __slots__ = ("body", "extra", "status")
+    __slots__ = ("body", "content_type", "extra", "status")
 
-    def __init__(self, status: int, body: bytes, extra: Headers) -> None:
+    def __init__(self, status: int, body: bytes, extra: Headers, content_type: bytes = _JSON):
         self.status = status
         self.body = body
         self.extra = extra
+        self.content_type = content_type
 
 
 def _encoded(headers: dict[str, str]) -> Headers:
@@ -148,12 +159,13 @@ def _encoded(headers: dict[str, str]) -> Headers:
 
 
 class _Endpoint:
-    __slots__ = ("auth", "fn", "mutating")
+    __slots__ = ("auth", "fn", "mutating", "template")
 
-    def __init__(self, fn: Route, auth: bool, mutating: bool) -> None:
+    def __init__(self, fn: Route, auth: bool, mutating: bool, template: str) -> None:
         self.fn = fn
         self.auth = auth
         self.mutating = mutating
+        self.template = template  # the metrics' ``path`` label, e.g. /v1/channels/{identifier}
 
 
 class Api:
@@ -166,6 +178,9 @@ class Api:
         self.key_limiter = SlidingWindow(settings.rate_limit, settings.rate_limit_window)
         self.mint_limiter = SlidingWindow(settings.key_mint_limit, settings.key_mint_window)
         self.public_minting_enabled = settings.public_minting_enabled
+        self.clients = ClientView(settings)
+        self.metrics = hub.metrics
+        self._log_requests = settings.access_log
         self._auth_cache: dict[str, KeyRecord] = {}
         self._in_flight: dict[tuple[str, str], trio.Event] = {}
         self._static_headers = _encoded(
@@ -185,12 +200,32 @@ class Api:
     # -- pieces -----------------------------------------------------------------
 
     def base_url(self, request: Request) -> str:
-        if self.settings.base_url:
-            return self.settings.base_url.rstrip("/")
-        host = request.text_header(b"host") or ""
-        if host and _HOST_RE.match(host):
-            return f"{request.scheme}://{host}"
-        return PUBLIC_BASE_URL
+        """The advertised base URL for this request (contract §3.18)."""
+        return self.clients.base_url(request)
+
+    def observe(
+        self, method: str, template: str, status: int, started: float, request_id: str
+    ) -> None:
+        """Count one answered request and log its line (one per request, at info)."""
+        seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_request(method, template, status, seconds)
+        if self._log_requests and access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %d %.1fms %s",
+                method,
+                template,
+                status,
+                seconds * 1000,
+                request_id,
+                extra={
+                    "method": method,
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "request_id": request_id,
+                },
+            )
 
     def authenticate(self, raw: str | None) -> KeyRecord:
         if raw is not None:
@@ -219,7 +254,7 @@ class Api:
             headers.append(self._link)
         if status == 429:
             headers.append(self._retry_after)
-        proto = request.header(b"x-forwarded-proto")
+        proto = request.header(b"x-forwarded-proto")  # from any peer, as §3.15 says
         forwarded_https = proto is not None and proto.split(b",")[0].strip() == b"https"
         if forwarded_https or request.scheme == "https":
             headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
@@ -241,11 +276,10 @@ class Api:
         request: Request,
         request_id: str,
         reply: Reply,
-        content_type: bytes = _JSON,
     ) -> None:
         """Write ``reply`` with the common headers: one start and one body event."""
         headers = self.headers(request, request_id, reply.status)
-        headers.append((b"content-type", content_type))
+        headers.append((b"content-type", reply.content_type))
         headers.append((b"content-length", b"%d" % len(reply.body)))
         headers.extend(reply.extra)
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
@@ -264,7 +298,8 @@ class Api:
         """
 
         def register(fn: Route) -> Route:
-            self.router.add(method, pattern, _Endpoint(fn, auth, mutating))
+            template = pattern.replace("<", "{").replace(">", "}")
+            self.router.add(method, pattern, _Endpoint(fn, auth, mutating, template))
             return fn
 
         return register
@@ -274,18 +309,43 @@ class Api:
         match = self.router.match
 
         async def asgi(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http":
-                found = match(scope["method"], scope["path"])
-                if found is not None:
-                    await self._serve(found[0], found[1], Request(scope, receive, send), send)
-                    return
-                if _has_body(scope):
-                    receive = await self._read_ahead(Request(scope, receive, send), send)
-                    if receive is None:
-                        return
-            await fallback(scope, receive, send)
+            if scope["type"] != "http":
+                await fallback(scope, receive, send)
+                return
+            found = match(scope["method"], scope["path"])
+            if found is not None:
+                await self._serve(found[0], found[1], Request(scope, receive, send), send)
+                return
+            await self._serve_fallback(fallback, scope, receive, send)
 
         return asgi
+
+    async def _serve_fallback(self, fallback: ASGIApp, scope: Any, receive: Any, send: Any) -> None:
+        """Hand a request the lane does not route to Quart, counting and logging it."""
+        started = time.perf_counter()
+        seen: list[Any] = [0, "-"]
+
+        async def watched_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                seen[0] = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"x-request-id":
+                        seen[1] = value.decode("latin-1")
+            await send(message)
+
+        try:
+            if _has_body(scope):
+                request = Request(scope, receive, watched_send)
+                receive = await self._read_ahead(request, watched_send)
+                if receive is None:
+                    return
+            await fallback(scope, receive, watched_send)
+        finally:
+            status = seen[0]
+            if status:
+                path = scope["path"]
+                template = self.router.template(path) or ("other" if status == 404 else path)
+                self.observe(scope["method"], template, status, started, seen[1])
 
     async def _read_ahead(self, request: Request, send: Any) -> Any:
         """Read the body of a request Quart will serve, before Quart answers it.
@@ -309,6 +369,7 @@ class Api:
     async def _serve(
         self, endpoint: _Endpoint, path: dict[str, str], request: Request, send: Any
     ) -> None:
+        started = time.perf_counter()
         call = Call(request, str(uuid.uuid4()), self.settings.max_body_bytes)
         try:
             reply = await self._respond(endpoint, path, call)
@@ -321,6 +382,7 @@ class Api:
         except Disconnected:
             return  # nobody to answer
         await self.send(send, request, call.request_id, reply)
+        self.observe(request.method, endpoint.template, reply.status, started, call.request_id)
 
     async def _respond(self, endpoint: _Endpoint, path: dict[str, str], call: Call) -> Reply:
         request, request_id = call.request, call.request_id
@@ -363,13 +425,16 @@ class Api:
     @staticmethod
     def _render(result: Result, remaining: bytes) -> Reply:
         status, payload = result[0], result[1]
+        content_type = _JSON
         if isinstance(payload, RawJSON):
             body = payload.data
+        elif isinstance(payload, Page):
+            body, content_type = payload.data, payload.content_type
         else:
             body = b"" if status == 204 else dumps(payload)
         extra = _encoded(result[2]) if len(result) == 3 else []
         extra.append((b"x-ratelimit-remaining", remaining))
-        return Reply(status, body, extra)
+        return Reply(status, body, extra, content_type)
 
     async def _idempotent(
         self,

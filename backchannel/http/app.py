@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from backchannel import __version__, agent_docs
 from backchannel.core.errors import ApiError
-from backchannel.http import actors, channels, keys, messages, tasks
+from backchannel.http import actors, channels, keys, messages, observability, tasks
 from backchannel.http.api import Api, Call, Reply, Result
 from backchannel.http.api import dumps as api_dumps
 from backchannel.http.request import DRAIN_FACTOR, Request, body_too_large
@@ -43,7 +43,7 @@ def create_app(hub: Hub) -> QuartTrio:
     hub.render_message = message_view  # webhook bodies show the message as the API does
     app.extensions["backchannel"] = api
 
-    for routes in (keys, channels, messages, actors, tasks):
+    for routes in (keys, channels, messages, actors, tasks, observability):
         routes.register(api)
 
     @api.route("GET", "/health", auth=False)

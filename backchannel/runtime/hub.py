@@ -40,6 +40,8 @@ from backchannel.runtime.durable import settle
 from backchannel.runtime.journal import Journal
 
 if TYPE_CHECKING:
+    from backchannel.runtime.metrics import Metrics
+    from backchannel.runtime.snapshotter import SnapshotReport
     from backchannel.runtime.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,10 @@ class Hub:
         self.render_message: Callable[[Message, str, int], dict[str, Any]] | None = None
         self.webhooks_dropped = 0
         self.sender: WebhookSender | None = None
+        self.metrics: Metrics | None = None
+        self.last_snapshot: SnapshotReport | None = None
+        self.keys_minted = 0
+        self.started_at = clock.now()
 
     # -- lifetime -------------------------------------------------------------
 
@@ -192,6 +198,7 @@ class Hub:
     async def mint_key(self, label: str) -> tuple[str, KeyRecord]:
         raw, event = self.world.decide_mint(label, self.clock.now())
         seq = self.commit_global(event)
+        self.keys_minted += 1
         await settle(self.journal, seq)
         return raw, self.world.keys[event.key_id]
 

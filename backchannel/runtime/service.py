@@ -28,6 +28,7 @@ from backchannel.core.world import World
 from backchannel.runtime.clock import WallClock
 from backchannel.runtime.hub import Hub
 from backchannel.runtime.journal import FileJournal, Journal, JournalFailed, MemoryJournal
+from backchannel.runtime.metrics import Metrics
 from backchannel.runtime.snapshotter import run_snapshotter, take_snapshot
 from backchannel.runtime.webhooks import WebhookSender
 from backchannel.storage.recovery import recover
@@ -134,6 +135,10 @@ async def open_runtime(settings: Settings, *, in_memory: bool = False) -> AsyncI
         )
         clock = WallClock(max(time.time_ns() // 1000, newest + 1))
     hub = Hub(settings, world, journal, clock)
+    if settings.metrics_enabled:
+        hub.metrics = Metrics(hub)
+        if file_journal is not None:
+            file_journal.on_batch = hub.metrics.observe_batch
     async with trio.open_nursery() as nursery:
         if file_journal is not None:
             await nursery.start(file_journal.run)

@@ -1,0 +1,170 @@
+"""/metrics, /status, channel and account metrics, request logs (contract §2.11)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import trio
+
+from backchannel.logformat import JsonFormatter
+from tests.conftest import Server, assert_error, serving
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a Prometheus text exposition."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
+        assert match is not None, line
+        if match[1] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
+        if found == labels:
+            return float(match[3])
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+async def test_metrics_count_requests_by_route_template(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = await alice.channel("counted")
+    for _ in range(3):
+        await alice.send(channel["id"])
+    await server.http.get("/no/such/path/12345678")
+    response = await server.http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = response.text
+    post = {"method": "POST", "path": "/v1/channels/{identifier}/messages", "status": "201"}
+    assert sample(text, "backchannel_requests_total", **post) == 3
+    assert sample(text, "backchannel_requests_total", method="GET", path="other", status="404")
+    assert "/no/such/path" not in text  # unmatched paths never become labels
+    hist = {"method": "POST", "path": "/v1/channels/{identifier}/messages"}
+    assert sample(text, "backchannel_request_duration_seconds_count", **hist) == 3
+    assert sample(text, "backchannel_request_duration_seconds_bucket", le="+Inf", **hist) == 3
+    assert "# TYPE backchannel_request_duration_seconds histogram" in text
+    assert sample(text, "backchannel_key_mints_total") == 1
+    assert sample(text, "backchannel_channel_actors") >= 2  # ours and the sandbox
+    assert sample(text, "backchannel_parked_waiters") == 0
+    assert sample(text, "backchannel_actor_inbox_depth") == 0
+    assert sample(text, "backchannel_journal_batch_records_count") >= 4
+    assert sample(text, "backchannel_journal_write_seconds_count") >= 4
+    assert sample(text, "backchannel_webhook_attempts_total", outcome="delivered") == 0
+    assert sample(text, "backchannel_webhook_pending") == 0
+
+
+async def test_parked_waiters_show_in_metrics(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = await alice.channel("waiting")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: alice.get(f"/v1/channels/{channel['id']}/messages", params={"wait": "5"})
+        )
+        with trio.fail_after(5):
+            while True:
+                text = (await server.http.get("/metrics")).text
+                if sample(text, "backchannel_parked_waiters") == 1:
+                    break
+                await trio.sleep(0.02)
+        await alice.send(channel["id"])
+
+
+async def test_metrics_can_be_turned_off(nursery: trio.Nursery, tmp_path: Path) -> None:
+    async with serving(nursery, tmp_path, metrics_enabled=False) as server:
+        assert_error(await server.http.get("/metrics"), 404, "not_found")
+
+
+async def test_status_and_status_page(server: Server) -> None:
+    status = await server.http.get("/status")
+    assert status.status_code == 200
+    body = status.json()
+    assert body["status"] == "operational"
+    assert body["health_url"] == f"{server.url}/health"
+    assert set(body) == {
+        "status",
+        "version",
+        "instance_kind",
+        "updated_at",
+        "availability",
+        "health_url",
+        "self_host_url",
+    }
+    page = await server.http.get("/status.html")
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "Operational" in page.text
+    assert "Webhook sender" in page.text
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert page.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_channel_metrics_count_by_state(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = await alice.channel("work")
+    first = await alice.send(channel["id"])
+    second = await alice.send(channel["id"])
+    await alice.send(channel["id"])
+    claimed = await alice.post(f"/v1/messages/{first['id']}/claim-with-lease", {})
+    assert claimed.status_code == 200, claimed.text
+    await alice.post(f"/v1/messages/{second['id']}/claim", {})
+    await alice.post(f"/v1/messages/{second['id']}/ack", {})
+    bob = await server.agent("bob")
+    response = await bob.get(f"/v1/channels/{channel['id']}/metrics")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["channel_id"] == channel["id"]
+    assert body["message_counts"] == {"total": 3, "unclaimed": 1, "claimed": 2, "acknowledged": 1}
+    assert (body["unclaimed"], body["claimed"], body["leased"], body["waiters"]) == (1, 2, 1, 0)
+    assert isinstance(body["avg_claim_to_ack_ms"], int)
+    assert body["computed_at"]
+
+
+async def test_observability_metrics_and_account_usage(server: Server) -> None:
+    alice = await server.agent("alice")
+    channel = await alice.channel("mine")
+    message = await alice.send(channel["id"])
+    await alice.send(channel["id"])
+    await alice.post(f"/v1/messages/{message['id']}/claim", {})
+    body = (await alice.get("/v1/observability/metrics")).json()
+    assert body == {
+        "key_id": alice.key_id,
+        "channels_owned": 1,
+        "messages_in_owned_channels": 2,
+        "messages_claimed_in_owned_channels": 1,
+        "active_sessions": 0,
+    }
+    usage = (await alice.get("/account/usage")).json()
+    assert usage["key_id"] == alice.key_id
+    assert usage["plan"] == "free"
+    assert usage["rate_limit"] == {"requests_per_window": 0, "window_seconds": 60}
+    assert usage["note"].startswith("Watch X-RateLimit-Remaining")
+    assert_error(await server.http.get("/account/usage"), 401, "unauthorized")
+
+
+async def test_one_log_line_per_request(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    alice = await server.agent("alice")
+    with caplog.at_level(logging.INFO, logger="backchannel.access"):
+        response = await alice.get("/v1/keys/me")
+        await server.http.get("/llms.txt")
+        for _ in range(200):  # Quart's pages are logged just after their answer leaves
+            if len([r for r in caplog.records if r.name == "backchannel.access"]) >= 2:
+                break
+            await trio.sleep(0.01)
+    lines = [r for r in caplog.records if r.name == "backchannel.access"]
+    assert len(lines) == 2
+    record = lines[0]
+    assert record.__dict__["route"] == "/v1/keys/me"
+    assert record.__dict__["status"] == 200
+    assert record.__dict__["request_id"] == response.headers["X-Request-Id"]
+    assert record.getMessage().startswith("GET /v1/keys/me 200 ")
+    assert lines[1].__dict__["route"] == "/llms.txt"
+    as_json = json.loads(JsonFormatter().format(record))
+    assert as_json["method"] == "GET"
+    assert as_json["route"] == "/v1/keys/me"
+    assert as_json["status"] == 200
+    assert as_json["request_id"] == response.headers["X-Request-Id"]
+    assert as_json["duration_ms"] >= 0
+    assert as_json["level"] == "info"
