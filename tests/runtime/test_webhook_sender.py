@@ -1,0 +1,75 @@
+"""Mention webhooks through the runtime, to a real loopback receiver (§3.13).
+
+Actor webhook registration routes live on another branch; here the
+registration is the ``ActorWebhookSet`` event they journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import trio
+
+from backchannel.core.events import ActorWebhookSet
+from backchannel.http.views import message_view
+from backchannel.runtime.hub import Hub
+from backchannel.runtime.service import open_runtime
+from tests.conftest import test_settings
+from tests.receiver import Receiver
+
+
+async def _post(hub: Hub, channel_id: str, key_label: str, mentions: list[str]) -> None:
+    key = hub.world.keys[hub.world.active_labels[key_label]]
+    actor = hub.actors[channel_id]
+    await actor.call(actor.cmd_post, key, "ping", {}, None, None, mentions)
+
+
+async def test_a_mention_is_pushed_once_a_minute_per_channel_and_actor(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    url = await receiver.serve(nursery)
+    settings = test_settings(tmp_path / "data", webhook_allow_private=True)
+    async with open_runtime(settings, in_memory=True) as hub:
+        hub.render_message = message_view
+        _raw, alice = await hub.mint_key("alice")
+        bot = await hub.create_actor(alice, "bot", "", {})
+        hub.commit_global(ActorWebhookSet(bot, url, "actor-secret", hub.clock.now()))
+        spec = {**hub.channel_defaults("open"), "name": "room", "mode": "broadcast"}
+        room = (await hub.create_channel(alice, spec, [])).config.id
+        other = (await hub.create_channel(alice, {**spec, "name": "other"}, [])).config.id
+        await _post(hub, room, "alice", [bot])
+        (got,) = await receiver.wait_for(1)
+        assert got.headers["x-backchannel-event"] == "mention"
+        signed = hmac.new(b"actor-secret", got.body, hashlib.sha256).hexdigest()
+        assert got.headers["x-backchannel-signature"] == f"sha256={signed}"
+        body = json.loads(got.body)
+        assert body["mentioned_actor_id"] == bot
+        assert body["message"]["mentions"] == [{"id": bot, "name": "bot"}]
+        await _post(hub, room, "alice", [bot])  # within the minute: dropped
+        await _post(hub, other, "alice", [bot])  # another channel: its own minute
+        await receiver.wait_for(2)
+        await trio.sleep(0.5)
+        assert len(receiver.requests) == 2
+        assert json.loads(receiver.requests[1].body)["message"]["channel_id"] == other
+        assert hub.world.outbox.pending == {}
+
+
+async def test_an_ineligible_mention_is_not_pushed(nursery: trio.Nursery, tmp_path: Path) -> None:
+    receiver = Receiver()
+    url = await receiver.serve(nursery)
+    settings = test_settings(tmp_path / "data", webhook_allow_private=True)
+    async with open_runtime(settings, in_memory=True) as hub:
+        hub.render_message = message_view
+        _raw, alice = await hub.mint_key("alice")
+        _raw, mallory = await hub.mint_key("mallory")
+        outsider = await hub.create_actor(mallory, "outsider", "", {})
+        hub.commit_global(ActorWebhookSet(outsider, url, None, hub.clock.now()))
+        spec = {**hub.channel_defaults("restricted"), "name": "private", "mode": "broadcast"}
+        private = (await hub.create_channel(alice, spec, [])).config.id
+        await _post(hub, private, "alice", [outsider])
+        await trio.sleep(0.3)
+        assert receiver.requests == []
