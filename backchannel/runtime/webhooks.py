@@ -10,7 +10,7 @@ notification arrives, then starts one attempt task per due delivery.
 
 An attempt first waits until the queueing record is durable (so a receiver
 never hears of a write that a crash could still undo), then takes a slot of
-its target host (``webhook_per_host_concurrency``) and only then a global
+its receiver (host and port; ``webhook_per_host_concurrency``) and only then a global
 slot (``webhook_concurrency``): deliveries to a receiver that hangs or is
 down wait among themselves and never hold slots that other receivers need.
 Every attempt ends within ``webhook_timeout_seconds`` and is journaled as a
@@ -228,8 +228,10 @@ class WebhookSender:
 
 
 def _host_key(url: str) -> str:
+    """A receiver is a host and port: two receivers on one machine do not share slots."""
     try:
-        return (urlsplit(url).hostname or "").lower()
+        parts = urlsplit(url)
+        return f"{(parts.hostname or '').lower()}:{parts.port or parts.scheme}"
     except ValueError:
         return ""
 

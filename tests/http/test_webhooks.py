@@ -106,9 +106,7 @@ async def test_a_hanging_receiver_delays_nobody_else(nursery: trio.Nursery, tmp_
     ) as server:
         alice = await server.agent("alice")
         slow = await alice.channel("slow", webhook_url=stuck_url)
-        fast = await alice.channel(
-            "fast", webhook_url=healthy_url.replace("127.0.0.1", "localhost")
-        )
+        fast = await alice.channel("fast", webhook_url=healthy_url)  # same host, other port
         for _ in range(4):  # more than the stuck host's slots
             await alice.send(slow["id"])
         await stuck.wait_for(2)
@@ -152,3 +150,25 @@ async def test_private_targets_are_refused_unless_allowed(
             {"name": "x", "mode": "broadcast", "webhook_url": "https://hooks.example.com/in"},
         )
         assert ok.status_code == 201, ok.text
+
+
+async def test_a_target_resolving_to_loopback_is_refused_at_delivery(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    await receiver.serve(nursery)
+    sneaky = f"http://127.1:{receiver.port}/hook"  # not an address literal; resolves to 127.0.0.1
+    async with serving(nursery, tmp_path, webhook_retry_seconds="0.1") as server:
+        alice = await server.agent("alice")
+        channel = await alice.channel("sneaky", webhook_url=sneaky)
+        await alice.send(channel["id"])
+        text = ""
+        for _ in range(100):
+            text = (await server.http.get("/metrics")).text
+            if 'backchannel_webhook_attempts_total{outcome="given_up"} 1.0' in text:
+                break
+            await trio.sleep(0.02)
+        assert 'backchannel_webhook_attempts_total{outcome="refused"} 2.0' in text
+        assert 'backchannel_webhook_attempts_total{outcome="failed"} 1.0' in text
+        assert 'backchannel_webhook_attempts_total{outcome="delivered"} 0.0' in text
+        assert receiver.requests == []
