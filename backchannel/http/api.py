@@ -26,7 +26,6 @@ answer, so a write is never executed twice.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -38,8 +37,17 @@ import trio
 from backchannel.config import Settings
 from backchannel.core.errors import ApiError
 from backchannel.core.records import KeyRecord
+from backchannel.http.call import JSON as _JSON
+from backchannel.http.call import Call as Call
+from backchannel.http.call import Headers as Headers
+from backchannel.http.call import Page as Page
+from backchannel.http.call import RawJSON as RawJSON
+from backchannel.http.call import Reply as Reply
+from backchannel.http.call import Result as Result
+from backchannel.http.call import Route as Route
+from backchannel.http.call import dumps as dumps
+from backchannel.http.call import encoded as _encoded
 from backchannel.http.clients import ClientView
-from backchannel.http.fields import parse_object
 from backchannel.http.ratelimit import SlidingWindow
 from backchannel.http.request import Disconnected, Request
 from backchannel.http.router import Router
@@ -56,10 +64,6 @@ _CSP = (
     "base-uri 'self'; form-action 'self'"
 )
 _LINK = '</openapi.json>; rel="service-desc", </.well-known/ai-manifest.json>; rel="ai-manifest"'
-_JSON = b"application/json"
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-Headers = list[tuple[bytes, bytes]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
@@ -80,82 +84,6 @@ def _replay(body: bytes, receive: Any) -> Any:
         return await receive()
 
     return replay
-
-
-def dumps(value: Any) -> bytes:
-    """Compact JSON as UTF-8 bytes, the form of every response body."""
-    return _dumps(value).encode()
-
-
-Result = tuple[int, Any] | tuple[int, Any, dict[str, str]]
-
-
-class RawJSON:
-    """A payload that is already serialized JSON (shared by many responses)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-Route = Callable[..., Awaitable[Result]]
-
-
-class Call:
-    """What a route gets to know about its request."""
-
-    __slots__ = ("_body", "_cap", "key", "request", "request_id")
-
-    def __init__(self, request: Request, request_id: str, cap: int) -> None:
-        self.request = request
-        self.request_id = request_id
-        self.key: KeyRecord | None = None
-        self._cap = cap
-        self._body: bytes | None = None
-
-    @property
-    def auth(self) -> KeyRecord:
-        assert self.key is not None
-        return self.key
-
-    @property
-    def query(self) -> dict[str, str]:
-        return self.request.query
-
-    async def raw_body(self) -> bytes:
-        if self._body is None:
-            self._body = await self.request.read_body(self._cap)
-        return self._body
-
-    async def json(self) -> dict[str, Any]:
-        return parse_object(await self.raw_body())
-
-
-class Page:
-    """A payload that is not JSON: bytes and their content type (status pages, metrics)."""
-
-    __slots__ = ("content_type", "data")
-
-    def __init__(self, data: bytes, content_type: str) -> None:
-        self.data = data
-        self.content_type = content_type.encode("latin-1")
-
-
-class Reply:
-    """A rendered answer: status, body and the headers beyond the common ones."""
-
-    __slots__ = ("body", "content_type", "extra", "status")
-
-    def __init__(self, status: int, body: bytes, extra: Headers, content_type: bytes = _JSON):
-        self.status = status
-        self.body = body
-        self.extra = extra
-        self.content_type = content_type
-
-
-def _encoded(headers: dict[str, str]) -> Headers:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 class _Endpoint:
