@@ -37,6 +37,7 @@ import trio
 from backchannel.config import Settings
 from backchannel.core.errors import ApiError
 from backchannel.core.records import KeyRecord
+from backchannel.http.accesslog import AccessLog
 from backchannel.http.call import JSON as _JSON
 from backchannel.http.call import Call as Call
 from backchannel.http.call import Headers as Headers
@@ -57,7 +58,6 @@ from backchannel.runtime.journal import JournalFailed
 
 log = logging.getLogger(__name__)
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
-access_log = logging.getLogger("backchannel.access")
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
@@ -108,7 +108,9 @@ class Api:
         self.public_minting_enabled = settings.public_minting_enabled
         self.clients = ClientView(settings)
         self.metrics = hub.metrics
-        self._log_requests = settings.access_log
+        self.access_log = (
+            AccessLog(settings.log_format) if AccessLog.enabled(settings.access_log) else None
+        )
         self._auth_cache: dict[str, KeyRecord] = {}
         self._in_flight: dict[tuple[str, str], trio.Event] = {}
         self._static_headers = _encoded(
@@ -138,22 +140,8 @@ class Api:
         seconds = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.observe_request(method, template, status, seconds)
-        if self._log_requests and access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %d %.1fms %s",
-                method,
-                template,
-                status,
-                seconds * 1000,
-                request_id,
-                extra={
-                    "method": method,
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "request_id": request_id,
-                },
-            )
+        if self.access_log is not None:
+            self.access_log.record(method, template, status, seconds, request_id)
 
     def authenticate(self, raw: str | None) -> KeyRecord:
         if raw is not None:

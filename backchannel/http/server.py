@@ -110,9 +110,12 @@ async def _serve(
                 actor.wake_all()
             await trio.sleep(0.05)  # let woken waiters write their answers
 
+        access_log = app.extensions["backchannel"].access_log
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_watch_signals, stop)
+            if access_log is not None:
+                nursery.start_soon(access_log.run, stop)
             binds = await nursery.start(
                 lambda task_status: hypercorn_serve(
                     app,
@@ -140,6 +143,8 @@ async def _serve(
             nursery.cancel_scope.deadline = (
                 trio.current_time() + settings.graceful_timeout_seconds + 5
             )
+        if access_log is not None:
+            access_log.flush()  # requests answered during the graceful stop
         outbox = hub.world.outbox
         log.info(
             "HTTP stopped after %.0fs; %d keys minted, webhooks %d pending; "

@@ -144,27 +144,50 @@ async def test_observability_metrics_and_account_usage(server: Server) -> None:
     assert_error(await server.http.get("/account/usage"), 401, "unauthorized")
 
 
-async def test_one_log_line_per_request(server: Server, caplog: pytest.LogCaptureFixture) -> None:
-    alice = await server.agent("alice")
-    with caplog.at_level(logging.INFO, logger="backchannel.access"):
-        response = await alice.get("/v1/keys/me")
-        await server.http.get("/llms.txt")
-        for _ in range(200):  # Quart's pages are logged just after their answer leaves
-            if len([r for r in caplog.records if r.name == "backchannel.access"]) >= 2:
-                break
-            await trio.sleep(0.01)
-    lines = [r for r in caplog.records if r.name == "backchannel.access"]
-    assert len(lines) == 2
-    record = lines[0]
-    assert record.__dict__["route"] == "/v1/keys/me"
-    assert record.__dict__["status"] == 200
-    assert record.__dict__["request_id"] == response.headers["X-Request-Id"]
-    assert record.getMessage().startswith("GET /v1/keys/me 200 ")
-    assert lines[1].__dict__["route"] == "/llms.txt"
-    as_json = json.loads(JsonFormatter().format(record))
-    assert as_json["method"] == "GET"
-    assert as_json["route"] == "/v1/keys/me"
-    assert as_json["status"] == 200
-    assert as_json["request_id"] == response.headers["X-Request-Id"]
-    assert as_json["duration_ms"] >= 0
-    assert as_json["level"] == "info"
+async def test_one_log_line_per_request(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.INFO, logger="backchannel.access")
+    for fmt in ("text", "json"):
+        async with serving(nursery, tmp_path / fmt, log_format=fmt) as server:
+            alice = await server.agent("alice")
+            capsys.readouterr()
+            response = await alice.get("/v1/keys/me")
+            await server.http.get("/llms.txt")
+            lines: list[str] = []
+            for _ in range(100):  # written in batches, within 0.2 s
+                lines += [x for x in capsys.readouterr().err.splitlines() if "access" in x]
+                if any("/llms.txt" in x for x in lines):
+                    break
+                await trio.sleep(0.05)
+        request_id = response.headers["X-Request-Id"]
+        lines = [x for x in lines if request_id in x or "/llms.txt" in x]
+        assert len(lines) == 2, lines
+        if fmt == "text":
+            assert re.fullmatch(
+                r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO backchannel.access: "
+                rf"GET /v1/keys/me 200 \d+\.\dms {request_id}",
+                lines[0],
+            ), lines[0]
+            assert " GET /llms.txt 200 " in lines[1]
+        else:
+            first = json.loads(lines[0])
+            assert first["logger"] == "backchannel.access"
+            assert first["level"] == "info"
+            assert first["method"] == "GET"
+            assert first["route"] == "/v1/keys/me"
+            assert first["status"] == 200
+            assert first["request_id"] == request_id
+            assert first["duration_ms"] >= 0
+            assert json.loads(lines[1])["route"] == "/llms.txt"
+
+
+def test_json_log_lines_for_other_records() -> None:
+    record = logging.LogRecord("backchannel.x", logging.WARNING, "f", 1, "hello %s", ("you",), None)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "hello you"
+    assert line["level"] == "warning"
+    assert line["logger"] == "backchannel.x"
