@@ -53,8 +53,8 @@ class Metrics:
             registry=registry,
         )
         self.fsync = Histogram(
-            "backchannel_journal_write_seconds",
-            "Time of one journal batch: write plus fsync (per policy).",
+            "backchannel_journal_fsync_seconds",
+            "Time to write one journal batch and fsync it (per the fsync policy).",
             buckets=FSYNC_BUCKETS,
             registry=registry,
         )

@@ -52,7 +52,7 @@ async def test_metrics_count_requests_by_route_template(server: Server) -> None:
     assert sample(text, "backchannel_parked_waiters") == 0
     assert sample(text, "backchannel_actor_inbox_depth") == 0
     assert sample(text, "backchannel_journal_batch_records_count") >= 4
-    assert sample(text, "backchannel_journal_write_seconds_count") >= 4
+    assert sample(text, "backchannel_journal_fsync_seconds_count") >= 4
     assert sample(text, "backchannel_webhook_attempts_total", outcome="delivered") == 0
     assert sample(text, "backchannel_webhook_pending") == 0
 
