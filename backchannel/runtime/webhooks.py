@@ -41,8 +41,7 @@ import hmac
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -57,8 +56,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 USER_AGENT = "Backchannel-Webhook/1"
+MAX_TASKS_PER_RECEIVER = 64  # attempts waiting for one receiver's slots; more wait in the heap
+RECHECK_SECONDS = 0.5  # when a busy receiver's waiting deliveries are looked at again
 
-Resolver = Callable[[str, int], Any]
+
+class _Receiver:
+    """One receiver's slots, and how many attempt tasks are waiting for them or using them."""
+
+    __slots__ = ("limiter", "tasks")
+
+    def __init__(self, slots: int) -> None:
+        self.limiter = trio.CapacityLimiter(slots)
+        self.tasks = 0
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -84,7 +93,7 @@ class WebhookSender:
         self.outcomes: Counter[str] = Counter()
         self.in_flight = 0
         self._slots = trio.CapacityLimiter(settings.webhook_concurrency)
-        self._hosts: dict[str, trio.CapacityLimiter] = {}
+        self._receivers: dict[str, _Receiver] = {}
         self._due: list[tuple[float, str]] = []
         self._after_seq: dict[str, int] = {}
         self._attempting: set[str] = set()
@@ -126,44 +135,64 @@ class WebhookSender:
                         await self._wakeup.wait()
 
     def _start_due(self, nursery: trio.Nursery, client: httpx.AsyncClient) -> None:
+        """Start an attempt task per due delivery, at most a bounded number per receiver.
+
+        A receiver that is down or hangs can have thousands of deliveries
+        due; past :data:`MAX_TASKS_PER_RECEIVER` tasks they wait in the heap
+        (looked at again every :data:`RECHECK_SECONDS`), not as tasks.
+        """
         now = trio.current_time()
         pending = self.hub.world.outbox.pending
+        later: list[tuple[float, str]] = []
         while self._due and self._due[0][0] <= now:
             _, delivery_id = heapq.heappop(self._due)
-            if delivery_id in self._attempting or delivery_id not in pending:
+            delivery = pending.get(delivery_id)
+            if delivery_id in self._attempting or delivery is None:
                 continue
+            key = _receiver_key(delivery.url)
+            receiver = self._receivers.get(key)
+            if receiver is None:
+                receiver = self._receivers[key] = _Receiver(self.per_host)
+            if receiver.tasks >= MAX_TASKS_PER_RECEIVER:
+                later.append((now + RECHECK_SECONDS, delivery_id))
+                continue
+            receiver.tasks += 1
             self._attempting.add(delivery_id)
-            nursery.start_soon(self._attempt, client, delivery_id)
+            nursery.start_soon(self._attempt, client, delivery, key, receiver)
+        for entry in later:
+            heapq.heappush(self._due, entry)
 
-    async def _attempt(self, client: httpx.AsyncClient, delivery_id: str) -> None:
+    async def _attempt(
+        self, client: httpx.AsyncClient, delivery: Delivery, key: str, receiver: _Receiver
+    ) -> None:
+        """Wait for durability, a receiver slot, then a global slot; post; record.
+
+        An unexpected exception in the attempt is logged and recorded as a
+        failed attempt, so one bad delivery cannot stop the sender.
+        """
         hub = self.hub
         try:
-            seq = self._after_seq.pop(delivery_id, 0)
+            seq = self._after_seq.pop(delivery.id, 0)
             if seq:
                 await hub.journal.wait_durable(seq)
-            delivery = hub.world.outbox.pending.get(delivery_id)
-            if delivery is None:
-                return
-            host = _host_key(delivery.url)
-            limiter = self._hosts.get(host)
-            if limiter is None:
-                limiter = self._hosts[host] = trio.CapacityLimiter(self.per_host)
-            try:
-                async with limiter, self._slots:
-                    self.in_flight += 1
-                    try:
-                        error = await self._post(client, delivery)
-                    finally:
-                        self.in_flight -= 1
-            finally:
-                stats = limiter.statistics()
-                if not stats.borrowed_tokens and not stats.tasks_waiting:
-                    self._hosts.pop(host, None)
-            self._record(delivery, error)
+            async with receiver.limiter, self._slots:
+                self.in_flight += 1
+                try:
+                    error = await self._post(client, delivery)
+                except Exception as exc:
+                    log.exception("webhook %s: unexpected error", delivery.id)
+                    error = f"internal error: {exc!r}"
+                finally:
+                    self.in_flight -= 1
+            if delivery.id in hub.world.outbox.pending:
+                self._record(delivery, error)
         except JournalFailed as exc:
-            log.warning("webhook %s not attempted or not recorded: %s", delivery_id, exc)
+            log.warning("webhook %s not attempted or not recorded: %s", delivery.id, exc)
         finally:
-            self._attempting.discard(delivery_id)
+            self._attempting.discard(delivery.id)
+            receiver.tasks -= 1
+            if receiver.tasks == 0 and self._receivers.get(key) is receiver:
+                del self._receivers[key]
 
     def _record(self, delivery: Delivery, error: str | None) -> None:
         hub = self.hub
@@ -227,7 +256,7 @@ class WebhookSender:
         return None if 200 <= status < 300 else f"HTTP {status}"
 
 
-def _host_key(url: str) -> str:
+def _receiver_key(url: str) -> str:
     """A receiver is a host and port: two receivers on one machine do not share slots."""
     try:
         parts = urlsplit(url)

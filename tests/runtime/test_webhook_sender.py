@@ -11,10 +11,12 @@ import hmac
 import json
 from pathlib import Path
 
+import pytest
 import trio
 
 from backchannel.core.events import ActorWebhookSet
 from backchannel.http.views import message_view
+from backchannel.runtime import webhooks
 from backchannel.runtime.hub import Hub
 from backchannel.runtime.service import open_runtime
 from tests.conftest import test_settings
@@ -73,3 +75,41 @@ async def test_an_ineligible_mention_is_not_pushed(nursery: trio.Nursery, tmp_pa
         await _post(hub, private, "alice", [outsider])
         await trio.sleep(0.3)
         assert receiver.requests == []
+
+
+async def test_a_hanging_receiver_holds_a_bounded_number_of_tasks(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks, "MAX_TASKS_PER_RECEIVER", 3)
+    monkeypatch.setattr(webhooks, "RECHECK_SECONDS", 0.05)
+    receiver = Receiver(hang=True)
+    url = await receiver.serve(nursery)
+    settings = test_settings(
+        tmp_path / "data",
+        webhook_allow_private=True,
+        webhook_per_host_concurrency=2,
+        webhook_timeout_seconds=1.0,
+        webhook_retry_seconds="0.1",
+    )
+    async with open_runtime(settings, in_memory=True) as hub:
+        hub.render_message = message_view
+        _raw, alice = await hub.mint_key("alice")
+        spec = {**hub.channel_defaults("open"), "name": "c", "mode": "broadcast"}
+        spec["webhook_url"] = url
+        channel = (await hub.create_channel(alice, spec, [])).config.id
+        for _ in range(6):
+            await _post(hub, channel, "alice", [])
+        await receiver.wait_for(2)
+        await trio.sleep(0.3)
+        assert hub.sender is not None
+        (busy,) = hub.sender._receivers.values()
+        assert busy.tasks == 3  # two posting, one waiting; three more wait in the heap
+        assert len(receiver.requests) == 2
+        receiver.hang = False
+        for _ in range(200):
+            if not hub.world.outbox.pending:
+                break
+            await trio.sleep(0.05)
+        delivered = {r.headers["x-backchannel-delivery"] for r in receiver.requests}
+        assert len(delivered) == 6
+        assert hub.sender._receivers == {}
