@@ -1,8 +1,9 @@
 """A real webhook receiver for tests: a loopback HTTP/1.1 server that records requests.
 
 It answers each request with the next status of ``statuses`` (200 once they
-run out), or never answers while ``hang`` is set. Built on h11 and trio
-sockets, so what it records is exactly what arrived on the wire.
+run out), or never answers while ``hang`` is set or to a path in
+``hang_paths``. Built on h11 and trio sockets, so what it records is exactly
+what arrived on the wire.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Received:
 class Receiver:
     statuses: list[int] = field(default_factory=list)
     hang: bool = False
+    hang_paths: set[str] = field(default_factory=set)  # paths that never get an answer
     requests: list[Received] = field(default_factory=list)
     port: int = 0
     _changed: trio.Event = field(default_factory=trio.Event)
@@ -85,7 +87,7 @@ class Receiver:
                 )
                 self._changed.set()
                 self._changed = trio.Event()
-                if self.hang:
+                if self.hang or request.target.decode() in self.hang_paths:
                     await trio.sleep_forever()
                 status = self.statuses.pop(0) if self.statuses else 200
                 reply = connection.send(

@@ -10,7 +10,7 @@ notification arrives, then starts one attempt task per due delivery.
 
 An attempt first waits until the queueing record is durable (so a receiver
 never hears of a write that a crash could still undo), then takes a slot of
-its receiver (host and port; ``webhook_per_host_concurrency``) and only then a global
+its receiver (the webhook URL; ``webhook_per_host_concurrency``) and only then a global
 slot (``webhook_concurrency``): deliveries to a receiver that hangs or is
 down wait among themselves and never hold slots that other receivers need.
 Every attempt ends within ``webhook_timeout_seconds`` and is journaled as a
@@ -40,7 +40,7 @@ import heapq
 import hmac
 import logging
 import math
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -56,18 +56,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 USER_AGENT = "Backchannel-Webhook/1"
-MAX_TASKS_PER_RECEIVER = 64  # attempts waiting for one receiver's slots; more wait in the heap
-RECHECK_SECONDS = 0.5  # when a busy receiver's waiting deliveries are looked at again
+MAX_TASKS_PER_RECEIVER = 64  # attempt tasks per receiver; more wait in its backlog
 
 
 class _Receiver:
-    """One receiver's slots, and how many attempt tasks are waiting for them or using them."""
+    """One receiver's slots, its attempt tasks, and the due deliveries waiting for a task."""
 
-    __slots__ = ("limiter", "tasks")
+    __slots__ = ("backlog", "limiter", "tasks")
 
     def __init__(self, slots: int) -> None:
         self.limiter = trio.CapacityLimiter(slots)
         self.tasks = 0
+        self.backlog: deque[Delivery] = deque()
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -138,12 +138,11 @@ class WebhookSender:
         """Start an attempt task per due delivery, at most a bounded number per receiver.
 
         A receiver that is down or hangs can have thousands of deliveries
-        due; past :data:`MAX_TASKS_PER_RECEIVER` tasks they wait in the heap
-        (looked at again every :data:`RECHECK_SECONDS`), not as tasks.
+        due; past :data:`MAX_TASKS_PER_RECEIVER` tasks they wait in its
+        backlog, not as tasks, and each finished attempt starts the next.
         """
         now = trio.current_time()
         pending = self.hub.world.outbox.pending
-        later: list[tuple[float, str]] = []
         while self._due and self._due[0][0] <= now:
             _, delivery_id = heapq.heappop(self._due)
             delivery = pending.get(delivery_id)
@@ -153,20 +152,24 @@ class WebhookSender:
             receiver = self._receivers.get(key)
             if receiver is None:
                 receiver = self._receivers[key] = _Receiver(self.per_host)
-            if receiver.tasks >= MAX_TASKS_PER_RECEIVER:
-                later.append((now + RECHECK_SECONDS, delivery_id))
-                continue
-            receiver.tasks += 1
             self._attempting.add(delivery_id)
-            nursery.start_soon(self._attempt, client, delivery, key, receiver)
-        for entry in later:
-            heapq.heappush(self._due, entry)
+            if receiver.tasks >= MAX_TASKS_PER_RECEIVER:
+                receiver.backlog.append(delivery)
+            else:
+                receiver.tasks += 1
+                nursery.start_soon(self._attempt, nursery, client, delivery, key, receiver)
 
     async def _attempt(
-        self, client: httpx.AsyncClient, delivery: Delivery, key: str, receiver: _Receiver
+        self,
+        nursery: trio.Nursery,
+        client: httpx.AsyncClient,
+        delivery: Delivery,
+        key: str,
+        receiver: _Receiver,
     ) -> None:
         """Wait for durability, a receiver slot, then a global slot; post; record.
 
+        Then hand the task's place to the receiver's next waiting delivery.
         An unexpected exception in the attempt is logged and recorded as a
         failed attempt, so one bad delivery cannot stop the sender.
         """
@@ -190,9 +193,13 @@ class WebhookSender:
             log.warning("webhook %s not attempted or not recorded: %s", delivery.id, exc)
         finally:
             self._attempting.discard(delivery.id)
-            receiver.tasks -= 1
-            if receiver.tasks == 0 and self._receivers.get(key) is receiver:
-                del self._receivers[key]
+            if receiver.backlog:
+                following = receiver.backlog.popleft()
+                nursery.start_soon(self._attempt, nursery, client, following, key, receiver)
+            else:
+                receiver.tasks -= 1
+                if receiver.tasks == 0 and self._receivers.get(key) is receiver:
+                    del self._receivers[key]
 
     def _record(self, delivery: Delivery, error: str | None) -> None:
         hub = self.hub
@@ -257,12 +264,16 @@ class WebhookSender:
 
 
 def _receiver_key(url: str) -> str:
-    """A receiver is a host and port: two receivers on one machine do not share slots."""
+    """A receiver is a webhook URL without its query: scheme, host, port and path.
+
+    Two receivers on one machine, or two paths of one receiving server, do
+    not share slots, so one that hangs cannot hold up the other.
+    """
     try:
         parts = urlsplit(url)
-        return f"{(parts.hostname or '').lower()}:{parts.port or parts.scheme}"
+        return f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port}{parts.path}"
     except ValueError:
-        return ""
+        return url
 
 
 async def _refusal(host: str, port: int) -> str | None:

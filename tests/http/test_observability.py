@@ -99,6 +99,14 @@ async def test_status_and_status_page(server: Server) -> None:
     assert "Webhook sender" in page.text
     assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
     assert page.headers["X-Frame-Options"] == "DENY"
+    for path in ("/status.html", "/metrics", "/status"):
+        response = await server.http.get(path)
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        preflight = await server.http.options(path)
+        assert preflight.status_code == 204
+        assert preflight.headers["Access-Control-Allow-Methods"].startswith("GET, POST")
 
 
 async def test_channel_metrics_count_by_state(server: Server) -> None:

@@ -127,6 +127,25 @@ async def test_a_hanging_receiver_delays_nobody_else(nursery: trio.Nursery, tmp_
         assert len(stuck.requests) == 6
 
 
+async def test_a_hanging_path_does_not_hold_up_another_path_of_the_same_server(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver = Receiver(hang_paths={"/hang"})
+    url = await receiver.serve(nursery)
+    async with serving(
+        nursery, tmp_path, webhook_allow_private=True, webhook_per_host_concurrency=1
+    ) as server:
+        alice = await server.agent("alice")
+        slow = await alice.channel("slow", webhook_url=url.replace("/hook", "/hang"))
+        fast = await alice.channel("fast", webhook_url=url)
+        for _ in range(3):
+            await alice.send(slow["id"])
+        await receiver.wait_for(1)
+        await alice.send(fast["id"])
+        await receiver.wait_for(2, within=1.0)
+        assert [r.target for r in receiver.requests] == ["/hang", "/hook"]
+
+
 async def test_private_targets_are_refused_unless_allowed(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
