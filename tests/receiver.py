@@ -31,6 +31,7 @@ class Receiver:
     hang_paths: set[str] = field(default_factory=set)  # paths that never get an answer
     requests: list[Received] = field(default_factory=list)
     port: int = 0
+    connections: int = 0
     _changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -53,6 +54,13 @@ class Receiver:
         return self.requests[:count]
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        try:
+            await self._serve_connection(stream)
+        except trio.BrokenResourceError:
+            pass  # the sender went away (killed, or it gave up on a hanging answer)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
         connection = h11.Connection(h11.SERVER)
         async with stream:
             while True:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 USER_AGENT = "Backchannel-Webhook/1"
+MAX_ANSWER_BYTES = 65_536  # of a receiver's answer body, read to keep the connection
 MAX_TASKS_PER_RECEIVER = 64  # attempt tasks per receiver; more wait in its backlog
 
 
@@ -256,6 +257,13 @@ class WebhookSender:
                     "POST", delivery.url, content=delivery.body, headers=headers
                 ) as response:
                     status = response.status_code
+                    # read a small answer to its end, so the connection is kept for
+                    # the next delivery; a large one is dropped with its connection
+                    received = 0
+                    async for chunk in response.aiter_raw():
+                        received += len(chunk)
+                        if received > MAX_ANSWER_BYTES:
+                            break
             except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
                 return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if timer.cancelled_caught:

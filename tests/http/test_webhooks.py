@@ -8,10 +8,12 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import trio
 
 from tests.conftest import assert_error, serving
 from tests.receiver import Receiver
+from tests.storage.test_crash_recovery import ServerProcess
 
 RETRY = "0.3,0.3,0.3,0.3"
 
@@ -191,3 +193,40 @@ async def test_a_target_resolving_to_loopback_is_refused_at_delivery(
         assert 'backchannel_webhook_attempts_total{outcome="failed"} 1.0' in text
         assert 'backchannel_webhook_attempts_total{outcome="delivered"} 0.0' in text
         assert receiver.requests == []
+
+
+async def test_deliveries_under_load_arrive_within_a_second(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """200 posts from 10 clients to ``backchannel serve`` (its own process): p99 under 1 s."""
+    receiver = Receiver()
+    url = await receiver.serve(nursery)
+    env = {"BACKCHANNEL_WEBHOOK_ALLOW_PRIVATE": "true"}
+    server = await ServerProcess.start(tmp_path / "data", tmp_path / "server.log", env)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            minted = await http.post("/v1/keys", json={"agent_label": "load"})
+            headers = {"X-API-Key": minted.json()["key"]}
+            created = await http.post(
+                "/v1/channels",
+                json={"name": "busy", "mode": "broadcast", "webhook_url": url},
+                headers=headers,
+            )
+            path = f"/v1/channels/{created.json()['id']}/messages"
+            answered: dict[str, float] = {}
+
+            async def producer(n: int) -> None:
+                for i in range(20):
+                    posted = await http.post(path, json={"content": f"{n}-{i}"}, headers=headers)
+                    answered[posted.json()["message"]["id"]] = trio.current_time()
+
+            async with trio.open_nursery() as producers:
+                for n in range(10):
+                    producers.start_soon(producer, n)
+            arrived = await receiver.wait_for(200, within=10)
+    finally:
+        await server.kill()
+    delays = sorted(r.at - answered[json.loads(r.body)["message"]["id"]] for r in arrived)
+    assert delays[int(len(delays) * 0.99) - 1] < 1.0, delays[-5:]
+    assert len({json.loads(r.body)["message"]["id"] for r in arrived}) == 200
+    assert receiver.connections <= 8  # kept alive: the slots' connections are reused
