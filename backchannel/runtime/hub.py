@@ -86,7 +86,10 @@ class Hub:
         self._nursery: trio.Nursery | None = None
         self._background = trio.CancelScope()
         self._stopping = trio.Event()
+        # the sender's notify(event, seq), set when the sender starts
         self.on_webhook: Callable[[WebhookQueued, int], None] | None = None
+        # a Message as the API shows it (set by the http layer): webhook bodies
+        # are built from it; without it no delivery is queued
         self.render_message: Callable[[Message, str, int], dict[str, Any]] | None = None
         self.webhooks_dropped = 0
         self.sender: WebhookSender | None = None

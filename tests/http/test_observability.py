@@ -7,11 +7,16 @@ import logging
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
+from backchannel.http.app import create_app
 from backchannel.logformat import JsonFormatter
-from tests.conftest import Server, assert_error, serving
+from backchannel.runtime.journal import MemoryJournal
+from backchannel.runtime.service import open_runtime
+from tests.conftest import Server, assert_error, serving, test_settings
+from tests.storage.test_crash_recovery import ServerProcess
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -199,3 +204,34 @@ def test_json_log_lines_for_other_records() -> None:
     assert line["message"] == "hello you"
     assert line["level"] == "warning"
     assert line["logger"] == "backchannel.x"
+
+
+async def test_status_says_degraded_when_the_journal_failed(tmp_path: Path) -> None:
+    async with open_runtime(test_settings(tmp_path), in_memory=True) as hub:
+        app = create_app(hub)
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            assert (await (await client.get("/status")).get_json())["status"] == "operational"
+            assert isinstance(hub.journal, MemoryJournal)
+            hub.journal.fail("disk full")
+            assert (await (await client.get("/status")).get_json())["status"] == "degraded"
+            page = await client.get("/status.html")
+            assert "Degraded" in (await page.get_data(as_text=True))
+
+
+async def test_serve_writes_json_log_lines(tmp_path: Path) -> None:
+    env = {"BACKCHANNEL_LOG_FORMAT": "json"}
+    server = await ServerProcess.start(tmp_path / "data", tmp_path / "server.log", env)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            answer = await http.get("/v1/keys/me")
+        assert await server.terminate() == 0
+    finally:
+        await server.kill()
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
+    messages = [line["message"] for line in lines]
+    assert any(m.startswith("serving on http://127.0.0.1:") for m in messages), messages
+    assert any(m.startswith("HTTP stopped after") for m in messages), messages
+    (request,) = [x for x in lines if x.get("request_id") == answer.headers["X-Request-Id"]]
+    assert request["route"] == "/v1/keys/me"
+    assert request["status"] == 401
