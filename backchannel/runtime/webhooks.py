@@ -26,9 +26,10 @@ Guarantees:
     * Targets: only http(s); unless ``webhook_allow_private``, a host that
       is or resolves to a loopback, private, link-local, reserved,
       multicast or unspecified address is refused at delivery time (a
-      failed attempt). Redirects are never followed. The address is checked
-      before httpx connects, so a DNS answer that changes between the check
-      and the connection (rebinding) is not caught.
+      failed attempt). The check is made by the connection itself
+      (:class:`_PublicOnly`), on the addresses it then connects to, so DNS
+      rebinding cannot slip between check and connection. Redirects are
+      never followed.
     * Nothing here blocks the API: the sender shares the event loop, but
       every network wait is a trio wait with a deadline.
 """
@@ -41,11 +42,14 @@ import hmac
 import logging
 import math
 from collections import Counter, deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import trio
+from httpcore import SOCKET_OPTION
 
 from backchannel.core.events import WebhookQueued
 from backchannel.core.outbox import Delivery, forbidden_address, host_refused
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 USER_AGENT = "Backchannel-Webhook/1"
+REFUSED = "refused:"  # starts the reason of an attempt refused for its target
 MAX_ANSWER_BYTES = 65_536  # of a receiver's answer body, read to keep the connection
 MAX_TASKS_PER_RECEIVER = 64  # attempt tasks per receiver; more wait in its backlog
 
@@ -120,10 +125,14 @@ class WebhookSender:
         if self._due:
             log.info("webhook outbox: %d deliveries pending", len(self._due))
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
+        transport = _transport(limits, self.allow_private)
         with self.cancel_scope:
             async with (
                 httpx.AsyncClient(
-                    timeout=self.timeout, follow_redirects=False, trust_env=False, limits=limits
+                    transport=transport,
+                    timeout=self.timeout,
+                    follow_redirects=False,
+                    trust_env=False,
                 ) as client,
                 trio.open_nursery() as nursery,
             ):
@@ -206,7 +215,7 @@ class WebhookSender:
         hub = self.hub
         event = hub.world.outbox.decide_attempt(delivery, hub.clock.now(), error, self.schedule)
         hub.commit_global(event)
-        if error is not None and error.startswith("refused"):
+        if error is not None and REFUSED in error:
             self.outcomes["refused"] += 1
         self.outcomes[event.outcome] += 1
         if event.next_attempt_at is not None:
@@ -232,8 +241,7 @@ class WebhookSender:
         """One attempt; None when the receiver answered 2xx, else why not."""
         try:
             parts = urlsplit(delivery.url)
-            host = parts.hostname or ""
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            host = parts.hostname
         except ValueError:
             return "invalid URL"
         if parts.scheme not in ("http", "https") or not host:
@@ -248,10 +256,6 @@ class WebhookSender:
         if delivery.secret:
             headers["X-Backchannel-Signature"] = signature(delivery.secret, delivery.body)
         with trio.move_on_after(self.timeout) as timer:
-            if not self.allow_private:
-                refusal = await _refusal(host, port)
-                if refusal is not None:
-                    return refusal
             try:
                 async with client.stream(
                     "POST", delivery.url, content=delivery.body, headers=headers
@@ -284,16 +288,58 @@ def _receiver_key(url: str) -> str:
         return url
 
 
-async def _refusal(host: str, port: int) -> str | None:
-    """Why ``host`` must not be reached (module docstring), or None."""
-    if host_refused(host):
-        return f"refused: {host} is not a public address"
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"DNS: {exc}"
-    for info in infos:
-        address = str(info[4][0])
-        if forbidden_address(address):
-            return f"refused: {host} resolves to {address}"
-    return None
+class _PublicOnly(httpcore.TrioBackend):
+    """httpcore's trio network backend, connecting only to public addresses.
+
+    The host is resolved here, every address it resolves to is checked, and
+    the connection goes to an address that was checked: a DNS answer that
+    changes between a check and the connection (rebinding) cannot slip
+    through. TLS still verifies and sends the URL's host name (httpcore
+    passes it to ``start_tls`` separately).
+    """
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109  (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if host_refused(host):
+            raise httpcore.ConnectError(f"{REFUSED} {host} is not a public address")
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"DNS: {exc}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:
+            if forbidden_address(address):
+                raise httpcore.ConnectError(f"{REFUSED} {host} resolves to {address}")
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return await super().connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc
+        raise failure or httpcore.ConnectError(f"DNS: no address for {host}")
+
+
+def _transport(limits: httpx.Limits, allow_private: bool) -> httpx.AsyncHTTPTransport:
+    """httpx's transport; unless private targets are allowed, over :class:`_PublicOnly`.
+
+    httpx 0.28 has no argument for a network backend, so the connection pool
+    it built is given ours before its first connection; if httpx changes
+    that attribute, the server refuses to start rather than lose the guard.
+    """
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    if not allow_private:
+        pool = getattr(transport, "_pool", None)
+        if not isinstance(pool, httpcore.AsyncConnectionPool) or not hasattr(
+            pool, "_network_backend"
+        ):
+            raise RuntimeError("httpx changed: review the webhook target guard (_PublicOnly)")
+        pool._network_backend = _PublicOnly()
+    return transport

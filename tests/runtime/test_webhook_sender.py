@@ -9,8 +9,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import socket
 from pathlib import Path
+from typing import Any
 
+import httpcore
 import pytest
 import trio
 
@@ -113,3 +116,32 @@ async def test_a_hanging_receiver_holds_a_bounded_number_of_tasks(
         delivered = {r.headers["x-backchannel-delivery"] for r in receiver.requests}
         assert len(delivered) == 6
         assert hub.sender._receivers == {}
+
+
+async def test_the_target_guard_connects_only_to_addresses_it_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = {
+        "public.example": ["93.184.216.34"],
+        "mixed.example": ["93.184.216.34", "10.0.0.1"],
+        "inside.example": ["127.0.0.1"],
+    }
+    connected: list[str] = []
+
+    async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in answers[host]]
+
+    async def connect_tcp(self: Any, host: str, port: int, *args: Any) -> Any:
+        connected.append(host)
+        raise httpcore.ConnectError("unreachable in this test")
+
+    monkeypatch.setattr(trio.socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(httpcore.TrioBackend, "connect_tcp", connect_tcp)
+    guard = webhooks._PublicOnly()
+    with pytest.raises(httpcore.ConnectError, match="unreachable"):
+        await guard.connect_tcp("public.example", 443)
+    assert connected == ["93.184.216.34"]  # the checked address, not the name again
+    for host in ("mixed.example", "inside.example", "localhost", "10.1.2.3"):
+        with pytest.raises(httpcore.ConnectError, match="refused:"):
+            await guard.connect_tcp(host, 443)
+    assert connected == ["93.184.216.34"]
