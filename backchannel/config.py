@@ -77,7 +77,7 @@ class Settings:
     webhook_retry_seconds: str = "60,120,240,300"
     webhook_timeout_seconds: float = 10.0
     webhook_concurrency: int = 16
-    webhook_per_host_concurrency: int = 4
+    webhook_per_host_concurrency: int = 8
     webhook_allow_private: bool = False
     webhook_max_pending: int = 100_000
     # clients behind proxies, advertised URL (contract §3.17, §3.18)

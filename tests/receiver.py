@@ -29,6 +29,7 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     hang: bool = False
     hang_paths: set[str] = field(default_factory=set)  # paths that never get an answer
+    location: str = ""  # sent as Location with every 3xx answer
     requests: list[Received] = field(default_factory=list)
     port: int = 0
     connections: int = 0
@@ -98,9 +99,10 @@ class Receiver:
                 if self.hang or request.target.decode() in self.hang_paths:
                     await trio.sleep_forever()
                 status = self.statuses.pop(0) if self.statuses else 200
-                reply = connection.send(
-                    h11.Response(status_code=status, headers=[("content-length", "2")])
-                )
+                answer_headers = [("content-length", "2")]
+                if 300 <= status < 400 and self.location:
+                    answer_headers.append(("location", self.location))
+                reply = connection.send(h11.Response(status_code=status, headers=answer_headers))
                 assert reply is not None
                 await stream.send_all(reply + (connection.send(h11.Data(data=b"ok")) or b""))
                 await stream.send_all(connection.send(h11.EndOfMessage()) or b"")

@@ -93,6 +93,24 @@ async def test_five_attempts_then_it_gives_up(nursery: trio.Nursery, tmp_path: P
         assert len(receiver.requests) == 5
 
 
+async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver = Receiver(statuses=[307, 302])
+    url = await receiver.serve(nursery)
+    receiver.location = url.replace("/hook", "/elsewhere")
+    async with serving(
+        nursery, tmp_path, webhook_allow_private=True, webhook_retry_seconds="0.1,0.1"
+    ) as server:
+        alice = await server.agent("alice")
+        channel = await alice.channel("moved", webhook_url=url)
+        await alice.send(channel["id"])
+        attempts = await receiver.wait_for(3)
+        assert [a.target for a in attempts] == ["/hook", "/hook", "/hook"]
+        await trio.sleep(0.3)
+        assert len(receiver.requests) == 3  # the third (200) delivered it
+
+
 async def test_a_hanging_receiver_delays_nobody_else(nursery: trio.Nursery, tmp_path: Path) -> None:
     stuck = Receiver(hang=True)
     stuck_url = await stuck.serve(nursery)

@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from backchannel.core.events import ActorWebhookSet
+from backchannel.core.outbox import decide_member_added
 from backchannel.http.views import message_view
 from backchannel.runtime import webhooks
 from backchannel.runtime.hub import Hub
@@ -145,3 +146,25 @@ async def test_the_target_guard_connects_only_to_addresses_it_checked(
         with pytest.raises(httpcore.ConnectError, match="refused:"):
             await guard.connect_tcp(host, 443)
     assert connected == ["93.184.216.34"]
+
+
+async def test_member_added_is_delivered_once_queued(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The access-request approval (another branch) needs only to queue this delivery."""
+    receiver = Receiver()
+    url = await receiver.serve(nursery)
+    settings = test_settings(tmp_path / "data", webhook_allow_private=True)
+    async with open_runtime(settings, in_memory=True) as hub:
+        _raw, alice = await hub.mint_key("alice")
+        spec = {**hub.channel_defaults("restricted"), "name": "c", "mode": "broadcast"}
+        spec.update(webhook_url=url, webhook_secret="s")
+        config = (await hub.create_channel(alice, spec, [])).config
+        queued = decide_member_added(config, "bck_newcomer", alice.key_id, hub.clock.now())
+        assert queued is not None
+        hub.queue_webhooks([queued])
+        (got,) = await receiver.wait_for(1)
+        assert got.headers["x-backchannel-event"] == "member_added"
+        assert json.loads(got.body) == {
+            "channel_id": config.id,
+            "member_key_id": "bck_newcomer",
+            "approved_by": alice.key_id,
+        }
