@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import trio
 
 from backchannel.config import SettingsError, load_settings
+from backchannel.logformat import configure
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="start even if the log is corrupt before its tail, dropping what follows",
     )
+    serve.add_argument("--certfile", help="serve HTTPS with this PEM certificate (chain)")
+    serve.add_argument("--keyfile", help="the certificate's PEM private key")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--log-format", choices=["text", "json"], help="log lines (default text)")
     snap = commands.add_parser("snapshot", help="inspect or verify stored state")
     snap_commands = snap.add_subparsers(dest="snapshot_command", required=True)
     inspect = snap_commands.add_parser("inspect", help="summarise one snapshot file")
@@ -50,10 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         settings = load_settings(
             host=args.host,
@@ -62,10 +61,14 @@ def _serve(args: argparse.Namespace) -> int:
             fsync=args.fsync,
             snapshot_interval_seconds=args.snapshot_interval,
             allow_truncate=args.allow_truncate,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            log_format=args.log_format,
         )
     except SettingsError as exc:
         print(f"backchannel: {exc}", file=sys.stderr)
         return 2
+    configure(str(args.log_level), settings.log_format)
     from backchannel.http.server import serve
     from backchannel.runtime.service import StartupError
     from backchannel.storage.recovery import CorruptLog

@@ -12,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +85,22 @@ class Settings:
     # invitations (contract §2.5, §3.9): per-IP lookups per 60 s (0 = unlimited)
     invitation_lookup_limit: int = 10
     invitation_onboarding_url: str = ""
+    # webhooks (contract §0.6, §3.13)
+    webhook_retry_seconds: str = "60,120,240,300"
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 16
+    webhook_per_host_concurrency: int = 8
+    webhook_allow_private: bool = False
+    webhook_max_pending: int = 100_000
+    # clients behind proxies, advertised URL (contract §3.17, §3.18)
+    trusted_proxies: str = ""
+    allowed_hosts: str = ""
+    # observability and TLS
+    metrics_enabled: bool = True
+    access_log: bool = True
+    log_format: str = "text"
+    certfile: str = ""
+    keyfile: str = ""
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):
@@ -96,6 +113,10 @@ class Settings:
             "rate_limit_window",
             "key_mint_window",
             "lease_min_seconds",
+            "webhook_timeout_seconds",
+            "webhook_concurrency",
+            "webhook_per_host_concurrency",
+            "webhook_max_pending",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -110,6 +131,45 @@ class Settings:
         for name in ("longpoll_max_wait_seconds", "rate_limit", "key_mint_limit"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative", name)
+        self.webhook_retry_schedule  # noqa: B018  (validates)
+        self.trusted_networks  # noqa: B018  (validates)
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("log_format must be text or json", "log_format")
+        if bool(self.certfile) != bool(self.keyfile):
+            raise SettingsError(
+                "certfile and keyfile must be given together", "certfile", "keyfile"
+            )
+
+    @property
+    def webhook_retry_schedule(self) -> tuple[float, ...]:
+        """Seconds to wait before each retry; attempts in all = retries + 1."""
+        try:
+            delays = tuple(float(p) for p in self.webhook_retry_seconds.split(",") if p.strip())
+        except ValueError:
+            delays = (-1.0,)
+        if any(not 0 <= d < 86_400 * 7 for d in delays):
+            raise SettingsError(
+                "BACKCHANNEL_WEBHOOK_RETRY_SECONDS must be a comma list of seconds, e.g. 60,120"
+            )
+        return delays
+
+    @property
+    def trusted_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """``TRUSTED_PROXIES`` as networks. Unlike upstream, a malformed entry stops startup."""
+        networks: list[IPv4Network | IPv6Network] = []
+        for part in self.trusted_proxies.split(","):
+            if part.strip():
+                try:
+                    networks.append(ip_network(part.strip(), strict=False))
+                except ValueError:
+                    raise SettingsError(
+                        f"BACKCHANNEL_TRUSTED_PROXIES: {part.strip()!r} is not a CIDR"
+                    ) from None
+        return tuple(networks)
+
+    @property
+    def allowed_host_list(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
 
     @property
     def read_timeout(self) -> float:

@@ -37,6 +37,9 @@ floor    the posts load against ``tools/floor_app.py`` (bare quart-trio on
          posts/s as % of it (target >= 80).
 fsync    the posts load with ``--fsync always`` and ``--fsync never``, same
          run, as a ratio (target >= 0.8).
+metrics  the posts load with ``/metrics`` on (the default) and with
+         ``BACKCHANNEL_METRICS_ENABLED=false``, same run, as a ratio
+         (target >= 0.95: metrics cost at most 5 %).
 restart  time from spawn to ``/health`` 200 on data directories written by
          ``tools/gen_data.py`` (100,000 and 1,000,000 live messages; target
          <= 10 s for 1,000,000), and the worst request of a probe running
@@ -79,7 +82,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 PYTHON = sys.executable
 HOST = "127.0.0.1"
-ALL_SCENARIOS = ("posts", "claim", "wake", "idle", "floor", "fsync", "restart")
+ALL_SCENARIOS = ("posts", "claim", "wake", "idle", "floor", "fsync", "metrics", "restart")
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 SETUP_ALLOWANCE_S = 60.0
@@ -244,7 +247,7 @@ def real_server_check() -> None:
 def server_command(kind: str, port: int, data_dir: str) -> list[str]:
     if kind == "floor":
         return [PYTHON, str(TOOLS / "floor_app.py"), "--host", HOST, "--port", str(port)]
-    fsync = {"real": "always", "always": "always", "never": "never"}[kind]
+    fsync = {"real": "always", "always": "always", "never": "never", "nometrics": "always"}[kind]
     return [
         PYTHON,
         "-m",
@@ -259,6 +262,9 @@ def server_command(kind: str, port: int, data_dir: str) -> list[str]:
         "--fsync",
         fsync,
     ]
+
+
+NO_METRICS_ENV = {"BACKCHANNEL_METRICS_ENABLED": "false"}
 
 
 def server_env(max_waiters: int, max_wait_s: int) -> dict[str, str]:
@@ -531,10 +537,12 @@ class Bench:
         targets: list[str] = []
         if "floor" in wanted:
             targets.append("floor")
-        if wanted & {"posts", "floor", "fsync"}:
+        if wanted & {"posts", "floor", "fsync", "metrics"}:
             targets.append("always")
         if "fsync" in wanted:
             targets.append("never")
+        if "metrics" in wanted:
+            targets.append("nometrics")
         return targets
 
     def collect_post_runs(self) -> None:
@@ -564,7 +572,8 @@ class Bench:
                     continue
                 log(f"posts load on {target} (repetition {rep + 1}/{self.s.repeat})")
                 try:
-                    with running_server(target, self.pinning) as server:
+                    extra = NO_METRICS_ENV if target == "nometrics" else None
+                    with running_server(target, self.pinning, extra_env=extra) as server:
                         run_args = {
                             **args,
                             "target": "floor" if target == "floor" else "real",
@@ -649,6 +658,31 @@ class Bench:
                 Spec("ratio", "always / never posts/s", "x", ">= 0.8", at_least=0.8),
                 Spec("always_p50", "post p50 --fsync always", "ms"),
                 Spec("never_p50", "post p50 --fsync never", "ms"),
+            ],
+            paired,
+        )
+
+    def scenario_metrics(self, out: Outcome) -> None:
+        on = self._post_results("always")
+        off = self._post_results("nometrics")
+        paired = [
+            {
+                "on": a["posts_per_s"],
+                "off": b["posts_per_s"],
+                "ratio": a["posts_per_s"] / b["posts_per_s"],
+                "on_p50": a["post_p50_ms"],
+                "off_p50": b["post_p50_ms"],
+            }
+            for a, b in zip(on, off, strict=False)
+        ]
+        out.runs = paired
+        out.figures = figures(
+            [
+                Spec("on", "posts/s, metrics on", "req/s"),
+                Spec("off", "posts/s, metrics off", "req/s"),
+                Spec("ratio", "on / off posts/s", "x", ">= 0.95", at_least=0.95),
+                Spec("on_p50", "post p50, metrics on", "ms"),
+                Spec("off_p50", "post p50, metrics off", "ms"),
             ],
             paired,
         )

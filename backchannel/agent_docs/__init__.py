@@ -148,7 +148,12 @@ ERRORS: dict[str, tuple[int, str, str]] = {
         "Fix the value.",
     ),
     "invalid_mentions": (422, "mentions must be an array.", "Fix the value."),
-    "invalid_webhook_url": (422, "Webhook URLs must be http(s).", "Fix the value."),
+    "invalid_webhook_url": (
+        422,
+        "Webhook URLs must be http(s) and, unless the operator allows it, must not name a "
+        "loopback, private, link-local or unspecified address (or localhost).",
+        "Use a public http(s) URL.",
+    ),
     "invalid_idempotency_key": (
         422,
         "Idempotency-Key is empty or too long.",

@@ -77,6 +77,38 @@ class IdempotencyPurged:
     before: int
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookQueued:
+    """A delivery owed to a receiver, journaled with the change that caused it.
+
+    ``body`` is the exact JSON that is signed and sent; ``channel_id`` and
+    ``actor_id`` say what caused it (a mention names its actor).
+    """
+
+    kind: ClassVar[str] = "webhook.queued"
+    delivery_id: str
+    event: str
+    url: str
+    secret: str | None
+    body: bytes
+    at: int
+    channel_id: str | None
+    actor_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempted:
+    """One delivery attempt: ``outcome`` is delivered, failed (retry at ``next_attempt_at``)
+    or given_up."""
+
+    kind: ClassVar[str] = "webhook.attempted"
+    delivery_id: str
+    at: int
+    outcome: str
+    next_attempt_at: int | None
+    error: str
+
+
 # --- channel events --------------------------------------------------------
 
 
@@ -448,6 +480,8 @@ GlobalEvent = (
     | IdempotencyPurged
     | ChannelDeleted
     | OperatorEvent
+    | WebhookQueued
+    | WebhookAttempted
 )
 ChannelEvent = (
     MessagePosted
@@ -495,6 +529,8 @@ _ALL_EVENTS: tuple[type[Any], ...] = (
     SecurityRecorded,
     SessionsPurged,
     ChannelPaused,
+    WebhookQueued,
+    WebhookAttempted,
 )
 _KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in _ALL_EVENTS}
 CHANNEL_EVENTS: tuple[type[Any], ...] = (

@@ -51,8 +51,11 @@ from backchannel.core.events import (
     SessionDeleted,
     SessionsPurged,
     SessionUpdated,
+    WebhookAttempted,
+    WebhookQueued,
     channel_of,
 )
+from backchannel.core.outbox import Outbox
 from backchannel.core.records import (
     OPEN,
     Actor,
@@ -95,6 +98,7 @@ class World:
         self.sessions = SessionBook()
         self.webhooks = WebhookBook()
         self.audit = AuditLog()
+        self.outbox = Outbox()
 
     # -- keys -----------------------------------------------------------------
 
@@ -364,6 +368,10 @@ class World:
                 self.idempotency[(event.key_id, event.idempotency_key)] = IdempotencyEntry(
                     event.method, event.path, event.status, event.body, event.at
                 )
+            case ActorWebhookSet() | ActorWebhookDeleted():
+                self.webhooks.apply(event)
+            case WebhookQueued() | WebhookAttempted():
+                self.outbox.apply(event)
             case IdempotencyPurged():
                 stale = [k for k, v in self.idempotency.items() if v.stored_at < event.before]
                 for k in stale:

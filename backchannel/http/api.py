@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,7 +39,18 @@ from backchannel.config import Settings
 from backchannel.core.errors import ApiError
 from backchannel.core.records import KeyRecord
 from backchannel.core.scopes import require_scope
-from backchannel.http.fields import parse_object
+from backchannel.http.accesslog import AccessLog
+from backchannel.http.call import JSON as _JSON
+from backchannel.http.call import Call as Call
+from backchannel.http.call import Headers as Headers
+from backchannel.http.call import Page as Page
+from backchannel.http.call import RawJSON as RawJSON
+from backchannel.http.call import Reply as Reply
+from backchannel.http.call import Result as Result
+from backchannel.http.call import Route as Route
+from backchannel.http.call import dumps as dumps
+from backchannel.http.call import encoded as _encoded
+from backchannel.http.clients import ClientView
 from backchannel.http.openapi import build_document
 from backchannel.http.ratelimit import SlidingWindow
 from backchannel.http.request import Disconnected, Request
@@ -50,18 +61,12 @@ from backchannel.runtime.journal import JournalFailed
 
 log = logging.getLogger(__name__)
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
-PUBLIC_BASE_URL = "https://backchannel.oakstack.eu"
-_HOST_RE = re.compile(r"^[A-Za-z0-9._-]+(:[0-9]{1,5})?$")
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
     "base-uri 'self'; form-action 'self'"
 )
 _LINK = '</openapi.json>; rel="service-desc", </.well-known/ai-manifest.json>; rel="ai-manifest"'
-_JSON = b"application/json"
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-Headers = list[tuple[bytes, bytes]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
@@ -84,78 +89,16 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-def dumps(value: Any) -> bytes:
-    """Compact JSON as UTF-8 bytes, the form of every response body."""
-    return _dumps(value).encode()
-
-
-Result = tuple[int, Any] | tuple[int, Any, dict[str, str]]
-
-
-class RawJSON:
-    """A payload that is already serialized JSON (shared by many responses)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-Route = Callable[..., Awaitable[Result]]
-
-
-class Call:
-    """What a route gets to know about its request."""
-
-    __slots__ = ("_body", "_cap", "key", "request", "request_id")
-
-    def __init__(self, request: Request, request_id: str, cap: int) -> None:
-        self.request = request
-        self.request_id = request_id
-        self.key: KeyRecord | None = None
-        self._cap = cap
-        self._body: bytes | None = None
-
-    @property
-    def auth(self) -> KeyRecord:
-        assert self.key is not None
-        return self.key
-
-    @property
-    def query(self) -> dict[str, str]:
-        return self.request.query
-
-    async def raw_body(self) -> bytes:
-        if self._body is None:
-            self._body = await self.request.read_body(self._cap)
-        return self._body
-
-    async def json(self) -> dict[str, Any]:
-        return parse_object(await self.raw_body())
-
-
-class Reply:
-    """A rendered answer: status, body and the headers beyond the common ones."""
-
-    __slots__ = ("body", "extra", "status")
-
-    def __init__(self, status: int, body: bytes, extra: Headers) -> None:
-        self.status = status
-        self.body = body
-        self.extra = extra
-
-
-def _encoded(headers: dict[str, str]) -> Headers:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-
 class _Endpoint:
-    __slots__ = ("auth", "fn", "mutating", "scope")
+    __slots__ = ("auth", "fn", "mutating", "scope", "template")
 
-    def __init__(self, fn: Route, auth: bool, mutating: bool, scope: str | None = None) -> None:
+    def __init__(
+        self, fn: Route, auth: bool, mutating: bool, template: str, scope: str | None = None
+    ) -> None:
         self.fn = fn
         self.auth = auth
         self.mutating = mutating
+        self.template = template  # the metrics' ``path`` label, e.g. /v1/channels/{identifier}
         self.scope = scope
 
 
@@ -168,6 +111,11 @@ class Api:
         self.router: Router[_Endpoint] = Router()
         self.key_limiter = SlidingWindow(settings.rate_limit, settings.rate_limit_window)
         self.mint_limiter = SlidingWindow(settings.key_mint_limit, settings.key_mint_window)
+        self.clients = ClientView(settings)
+        self.metrics = hub.metrics
+        self.access_log = (
+            AccessLog(settings.log_format) if AccessLog.enabled(settings.access_log) else None
+        )
         self._auth_cache: dict[str, KeyRecord] = {}
         self._in_flight: dict[tuple[str, str], trio.Event] = {}
         self._openapi: dict[str, bytes] = {}
@@ -194,12 +142,18 @@ class Api:
     # -- pieces -----------------------------------------------------------------
 
     def base_url(self, request: Request) -> str:
-        if self.settings.base_url:
-            return self.settings.base_url.rstrip("/")
-        host = request.text_header(b"host") or ""
-        if host and _HOST_RE.match(host):
-            return f"{request.scheme}://{host}"
-        return PUBLIC_BASE_URL
+        """The advertised base URL for this request (contract §3.18)."""
+        return self.clients.base_url(request)
+
+    def observe(
+        self, method: str, template: str, status: int, started: float, request_id: str
+    ) -> None:
+        """Count one answered request and log its line (one per request, at info)."""
+        seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_request(method, template, status, seconds)
+        if self.access_log is not None:
+            self.access_log.record(method, template, status, seconds, request_id)
 
     def authenticate(self, raw: str | None) -> KeyRecord:
         if raw is not None:
@@ -228,7 +182,7 @@ class Api:
             headers.append(self._link)
         if status == 429:
             headers.append(self._retry_after)
-        proto = request.header(b"x-forwarded-proto")
+        proto = request.header(b"x-forwarded-proto")  # from any peer, as §3.15 says
         forwarded_https = proto is not None and proto.split(b",")[0].strip() == b"https"
         if forwarded_https or request.scheme == "https":
             headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
@@ -250,11 +204,10 @@ class Api:
         request: Request,
         request_id: str,
         reply: Reply,
-        content_type: bytes = _JSON,
     ) -> None:
         """Write ``reply`` with the common headers: one start and one body event."""
         headers = self.headers(request, request_id, reply.status)
-        headers.append((b"content-type", content_type))
+        headers.append((b"content-type", reply.content_type))
         headers.append((b"content-length", b"%d" % len(reply.body)))
         headers.extend(reply.extra)
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
@@ -294,7 +247,8 @@ class Api:
         """
 
         def register(fn: Route) -> Route:
-            self.router.add(method, pattern, _Endpoint(fn, auth, mutating, scope))
+            template = pattern.replace("<", "{").replace(">", "}")
+            self.router.add(method, pattern, _Endpoint(fn, auth, mutating, template, scope))
             return fn
 
         return register
@@ -304,18 +258,43 @@ class Api:
         match = self.router.match
 
         async def asgi(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http":
-                found = match(scope["method"], scope["path"])
-                if found is not None:
-                    await self._serve(found[0], found[1], Request(scope, receive, send), send)
-                    return
-                if _has_body(scope):
-                    receive = await self._read_ahead(Request(scope, receive, send), send)
-                    if receive is None:
-                        return
-            await fallback(scope, receive, send)
+            if scope["type"] != "http":
+                await fallback(scope, receive, send)
+                return
+            found = match(scope["method"], scope["path"])
+            if found is not None:
+                await self._serve(found[0], found[1], Request(scope, receive, send), send)
+                return
+            await self._serve_fallback(fallback, scope, receive, send)
 
         return asgi
+
+    async def _serve_fallback(self, fallback: ASGIApp, scope: Any, receive: Any, send: Any) -> None:
+        """Hand a request the lane does not route to Quart, counting and logging it."""
+        started = time.perf_counter()
+        seen: list[Any] = [0, "-"]
+
+        async def watched_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                seen[0] = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"x-request-id":
+                        seen[1] = value.decode("latin-1")
+            await send(message)
+
+        try:
+            if _has_body(scope):
+                request = Request(scope, receive, watched_send)
+                receive = await self._read_ahead(request, watched_send)
+                if receive is None:
+                    return
+            await fallback(scope, receive, watched_send)
+        finally:
+            status = seen[0]
+            if status:
+                path = scope["path"]
+                template = self.router.template(path) or ("other" if status == 404 else path)
+                self.observe(scope["method"], template, status, started, seen[1])
 
     async def _read_ahead(self, request: Request, send: Any) -> Any:
         """Read the body of a request Quart will serve, before Quart answers it.
@@ -339,6 +318,7 @@ class Api:
     async def _serve(
         self, endpoint: _Endpoint, path: dict[str, str], request: Request, send: Any
     ) -> None:
+        started = time.perf_counter()
         call = Call(request, str(uuid.uuid4()), self.settings.max_body_bytes)
         try:
             reply = await self._respond(endpoint, path, call)
@@ -351,6 +331,7 @@ class Api:
         except Disconnected:
             return  # nobody to answer
         await self.send(send, request, call.request_id, reply)
+        self.observe(request.method, endpoint.template, reply.status, started, call.request_id)
 
     async def _respond(self, endpoint: _Endpoint, path: dict[str, str], call: Call) -> Reply:
         request, request_id = call.request, call.request_id
@@ -395,13 +376,16 @@ class Api:
     @staticmethod
     def _render(result: Result, remaining: bytes) -> Reply:
         status, payload = result[0], result[1]
+        content_type = _JSON
         if isinstance(payload, RawJSON):
             body = payload.data
+        elif isinstance(payload, Page):
+            body, content_type = payload.data, payload.content_type
         else:
             body = b"" if status == 204 else dumps(payload)
         extra = _encoded(result[2]) if len(result) == 3 else []
         extra.append((b"x-ratelimit-remaining", remaining))
-        return Reply(status, body, extra)
+        return Reply(status, body, extra, content_type)
 
     async def _idempotent(
         self,

@@ -27,6 +27,7 @@ from backchannel.http import (
     keys,
     members,
     messages,
+    observability,
     pages,
     security,
     sessions,
@@ -37,6 +38,7 @@ from backchannel.http.replies import current as _current
 from backchannel.http.replies import not_found as _not_found
 from backchannel.http.replies import respond as _response
 from backchannel.http.request import DRAIN_FACTOR, body_too_large
+from backchannel.http.views import message_view
 from backchannel.runtime.hub import Hub
 
 _CORS = [
@@ -54,6 +56,7 @@ def create_app(hub: Hub) -> QuartTrio:
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["JSONIFY_PRETTYPRINT_REGULAR"] = False
     api = Api(hub, settings)
+    hub.render_message = message_view  # webhook bodies show the message as the API does
     app.extensions["backchannel"] = api
 
     for routes in (
@@ -69,6 +72,7 @@ def create_app(hub: Hub) -> QuartTrio:
         sessions,
         admin,
         security,
+        observability,
     ):
         routes.register(api)
 

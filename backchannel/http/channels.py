@@ -49,10 +49,9 @@ def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[
         body, "pinned_message", max_chars=settings.max_text_chars
     )
     related = fields.string_list(body, "related_channels", "invalid_related_channels") or []
-    webhook_url = fields.optional_string(body, "webhook_url", max_chars=2048)
-    if webhook_url is not None and not webhook_url.lower().startswith(("http://", "https://")):
-        raise ApiError(422, "invalid_webhook_url", "'webhook_url' must be an http(s) URL")
-    spec["webhook_url"] = webhook_url
+    spec["webhook_url"] = fields.webhook_url(
+        body, "webhook_url", allow_private=settings.webhook_allow_private
+    )
     spec["webhook_secret"] = fields.optional_string(body, "webhook_secret", max_chars=512)
     if "ttl_seconds" in body:
         spec["ttl_seconds"] = fields.bounded_int(

@@ -14,6 +14,7 @@ from typing import Any
 
 from backchannel.core import errors
 from backchannel.core.errors import ApiError
+from backchannel.core.outbox import literal_target_refused
 
 _ABSENT = object()
 
@@ -241,3 +242,26 @@ def query_wait(raw: str | None, cap: float, ceiling: float = 3600.0) -> float:
     if value > ceiling:
         raise errors.invalid_query("wait", f"must be at most {ceiling:g} seconds")
     return min(value, cap)
+
+
+def webhook_url(body: dict[str, Any], name: str, *, allow_private: bool) -> str | None:
+    """An optional http(s) webhook URL (contract §0.6), else 422 ``invalid_webhook_url``.
+
+    Unless ``allow_private``, a URL naming a loopback, private, link-local
+    or unspecified address literally, or ``localhost``, is refused here; a
+    name that resolves to one is refused at delivery time.
+    """
+    url = optional_string(body, name, max_chars=2048)
+    if url is None:
+        return None
+    if not url.lower().startswith(("http://", "https://")) or any(
+        ord(c) <= 0x20 or ord(c) == 0x7F for c in url
+    ):
+        raise ApiError(422, "invalid_webhook_url", f"'{name}' must be an http(s) URL")
+    if not allow_private and literal_target_refused(url):
+        raise ApiError(
+            422,
+            "invalid_webhook_url",
+            f"'{name}' names a loopback, private, link-local or unspecified address",
+        )
+    return url

@@ -39,7 +39,7 @@ def register(api: Api) -> None:
     async def mint_key(call: Call) -> Result:
         if not api.public_minting_enabled:
             raise ApiError(403, "minting_closed", "Public key minting is disabled on this instance")
-        allowed, _ = api.mint_limiter.hit(call.request.remote_addr or "unknown")
+        allowed, _ = api.mint_limiter.hit(api.clients.client_ip(call.request))
         if not allowed:
             raise ApiError(
                 429,

@@ -30,7 +30,15 @@ _PARAM = re.compile(r"<([a-z_]+)>")
 KEY_ERRORS = ("unauthorized", "rate_limit_exceeded")
 BODY_ERRORS = ("invalid_json", "invalid_json_shape", "body_too_large")
 IDEMPOTENCY_ERRORS = ("idempotency_key_reused", "invalid_idempotency_key")
-META_ROUTES = frozenset({("GET", "/health")})
+META_ROUTES = frozenset(
+    {
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+        ("GET", "/status"),
+        ("GET", "/status.html"),
+        ("GET", "/account/usage"),
+    }
+)
 
 
 def openapi_path(pattern: str) -> str:

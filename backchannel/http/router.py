@@ -15,9 +15,10 @@ T = TypeVar("T")
 
 
 class _Pattern(Generic[T]):
-    __slots__ = ("names", "segments", "targets")
+    __slots__ = ("names", "segments", "targets", "template")
 
     def __init__(self, segments: list[str]) -> None:
+        self.template = "/".join(segments).replace("<", "{").replace(">", "}")
         self.segments = [None if s.startswith("<") else s for s in segments]
         self.names = [s[1:-1] for s in segments if s.startswith("<")]
         self.targets: dict[str, T] = {}
@@ -79,6 +80,16 @@ class Router(Generic[T]):
             return None
         target = found[0].get(method)
         return None if target is None else (target, found[1])
+
+    def template(self, path: str) -> str | None:
+        """The routed pattern ``path`` matches, as ``/v1/channels/{identifier}``; else None."""
+        if path in self._static:
+            return path
+        parts = path.split("/")
+        for pattern in self._templated.get(len(parts), ()):
+            if pattern.match(parts) is not None:
+                return pattern.template
+        return None
 
     def knows(self, path: str) -> bool:
         """Whether any method is routed for ``path``."""

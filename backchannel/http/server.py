@@ -66,6 +66,9 @@ def hypercorn_config(settings: Settings) -> Config:
     config.include_server_header = False  # one header less per answer; no version banner
     config.errorlog = logging.getLogger("hypercorn.error")
     config.h2_max_inbound_frame_size = 2**14
+    if settings.certfile:
+        config.certfile = settings.certfile
+        config.keyfile = settings.keyfile
     return config
 
 
@@ -107,9 +110,12 @@ async def _serve(
                 actor.wake_all()
             await trio.sleep(0.05)  # let woken waiters write their answers
 
+        access_log = app.extensions["backchannel"].access_log
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_watch_signals, stop)
+            if access_log is not None:
+                nursery.start_soon(access_log.run, stop)
             binds = await nursery.start(
                 lambda task_status: hypercorn_serve(
                     app,
@@ -118,15 +124,35 @@ async def _serve(
                     task_status=task_status,
                 )
             )
-            url = binds[0] if binds else f"http://{settings.host}:{settings.port}"
-            log.info("serving on %s", url)
+            scheme = "https" if settings.certfile else "http"
+            url = binds[0] if binds else f"{scheme}://{settings.host}:{settings.port}"
+            log.info(
+                "serving on %s (fsync=%s, metrics=%s, trusted proxies=%s, webhooks: %d pending, "
+                "retries %s s, private targets %s)",
+                url,
+                settings.fsync,
+                "on" if settings.metrics_enabled else "off",
+                settings.trusted_proxies or "none",
+                len(hub.world.outbox.pending),
+                settings.webhook_retry_seconds,
+                "allowed" if settings.webhook_allow_private else "refused",
+            )
             task_status.started(url)
             await stop.wait()
             # hypercorn returns once in-flight requests are done; then stop watching signals
             nursery.cancel_scope.deadline = (
                 trio.current_time() + settings.graceful_timeout_seconds + 5
             )
-        log.info("HTTP stopped; flushing and writing the final snapshot")
+        if access_log is not None:
+            access_log.flush()  # requests answered during the graceful stop
+        outbox = hub.world.outbox
+        log.info(
+            "HTTP stopped after %.0fs; %d keys minted, webhooks %d pending; "
+            "flushing and writing the final snapshot",
+            (hub.clock.now() - hub.started_at) / 1e6,
+            hub.keys_minted,
+            len(outbox.pending),
+        )
 
 
 async def _watch_signals(stop: trio.Event) -> None:

@@ -426,7 +426,15 @@ class ChannelActor:
                 mentions=resolved,
             )
         seq = self._commit(event)
-        return self.state.live[event.message_id], seq
+        message = self.state.live[event.message_id]
+        config = self.state.config
+        render = self.hub.render_message
+        if render is not None and (config.webhook_url or (resolved and world.webhooks.hooks)):
+            deliveries = world.outbox.decide_message(
+                config, render(message, self.channel_id, now), resolved, world.webhooks.hooks, now
+            )
+            seq = self.hub.queue_webhooks(deliveries) or seq
+        return message, seq
 
     def cmd_page(
         self, after_seq: int, limit: int, status: str | None, expiring_before: int | None

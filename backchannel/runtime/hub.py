@@ -14,9 +14,9 @@ lease token → message id. Actors maintain them as they apply events.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,6 +29,7 @@ from backchannel.core.events import (
     GlobalEvent,
     IdempotencyStored,
     KeyMinted,
+    WebhookQueued,
     to_wire,
 )
 from backchannel.core.membership import decide_delete
@@ -38,6 +39,11 @@ from backchannel.runtime.actor import ChannelActor
 from backchannel.runtime.clock import WallClock
 from backchannel.runtime.durable import settle
 from backchannel.runtime.journal import Journal, JournalFailed
+
+if TYPE_CHECKING:
+    from backchannel.runtime.metrics import Metrics
+    from backchannel.runtime.snapshotter import SnapshotReport
+    from backchannel.runtime.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 SESSION_PURGE_SECONDS = 3600.0
@@ -83,6 +89,17 @@ class Hub:
         self._background = trio.CancelScope()
         self._purging = trio.CancelScope()
         self._stopping = trio.Event()
+        # the sender's notify(event, seq), set when the sender starts
+        self.on_webhook: Callable[[WebhookQueued, int], None] | None = None
+        # a Message as the API shows it (set by the http layer): webhook bodies
+        # are built from it; without it no delivery is queued
+        self.render_message: Callable[[Message, str, int], dict[str, Any]] | None = None
+        self.webhooks_dropped = 0
+        self.sender: WebhookSender | None = None
+        self.metrics: Metrics | None = None
+        self.last_snapshot: SnapshotReport | None = None
+        self.keys_minted = 0
+        self.started_at = clock.now()
 
     # -- lifetime -------------------------------------------------------------
 
@@ -168,6 +185,24 @@ class Hub:
         self.world.apply_global(event, seq)
         return seq
 
+    def queue_webhooks(self, events: list[WebhookQueued]) -> int:
+        """Journal and apply deliveries, tell the sender; returns the last seq (or 0).
+
+        Past ``webhook_max_pending`` pending deliveries a new one is dropped
+        and logged: a receiver that is down cannot grow memory without bound.
+        """
+        seq = 0
+        cap = self.settings.webhook_max_pending
+        for event in events:
+            if len(self.world.outbox.pending) >= cap:
+                self.webhooks_dropped += 1
+                log.warning("webhook outbox full (%d pending); dropped a %s", cap, event.event)
+                continue
+            seq = self.commit_global(event)
+            if self.on_webhook is not None:
+                self.on_webhook(event, seq)
+        return seq
+
     async def commit(self, *events: GlobalEvent | None) -> None:
         """Journal and apply global events, then wait until they are durable.
 
@@ -196,6 +231,7 @@ class Hub:
             now=now,
         )
         await self.commit(event, audit)
+        self.keys_minted += 1
         return raw, self.world.keys[event.key_id]
 
     async def revoke_key(self, key: KeyRecord, remote_addr: str | None = None) -> None:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -243,6 +244,7 @@ class FileJournal:
         self._batches = 0
         self._rolls = 0
         self._waiting = 0
+        self.on_batch: Callable[[int, float], None] | None = None  # (records, seconds)
 
     # -- the Journal protocol ---------------------------------------------------
 
@@ -463,6 +465,8 @@ class FileJournal:
             if frames:
                 self._written = frames[-1][0]
                 self._batches += 1
+                if self.on_batch is not None:
+                    self.on_batch(len(frames), trio.current_time() - started)
             if synced:
                 self._synced = self._written
                 self._last_sync_time = started

@@ -2,7 +2,9 @@
 
 Lifetimes are nested ``async with`` blocks opened in dependency order
 (style.md #5): the journal starts first and stops last; the hub (and its
-channel actors) starts after it; the snapshotter last. On exit the hub
+channel actors) starts after it; then the webhook sender and the
+snapshotter. On exit the sender stops first (an attempt it cuts is
+retried after the next start), the hub
 stops taking commands and wakes its waiters, the actors drain their
 inboxes, the journal flushes, and a final snapshot makes the next start
 replay nothing.
@@ -26,7 +28,9 @@ from backchannel.core.world import World
 from backchannel.runtime.clock import WallClock
 from backchannel.runtime.hub import Hub
 from backchannel.runtime.journal import FileJournal, Journal, JournalFailed, MemoryJournal
+from backchannel.runtime.metrics import Metrics
 from backchannel.runtime.snapshotter import run_snapshotter, take_snapshot
+from backchannel.runtime.webhooks import WebhookSender
 from backchannel.storage.recovery import recover
 from backchannel.storage.state import load_snapshot_payload, replay
 
@@ -131,6 +135,10 @@ async def open_runtime(settings: Settings, *, in_memory: bool = False) -> AsyncI
         )
         clock = WallClock(max(time.time_ns() // 1000, newest + 1))
     hub = Hub(settings, world, journal, clock)
+    if settings.metrics_enabled:
+        hub.metrics = Metrics(hub)
+        if file_journal is not None:
+            file_journal.on_batch = hub.metrics.observe_batch
     async with trio.open_nursery() as nursery:
         if file_journal is not None:
             await nursery.start(file_journal.run)
@@ -143,6 +151,10 @@ async def open_runtime(settings: Settings, *, in_memory: bool = False) -> AsyncI
                 hub_done.set()
 
         await nursery.start(run_hub)
+        sender = WebhookSender(hub)
+        hub.on_webhook = sender.notify
+        hub.sender = sender
+        await nursery.start(sender.run)
         if file_journal is not None and settings.snapshot_interval_seconds > 0:
             nursery.start_soon(run_snapshotter, hub, directory, settings.snapshot_interval_seconds)
         try:
@@ -162,6 +174,8 @@ async def _shutdown(
     which flushes what was queued) or failed is reported, not raised: the
     final snapshot is still worth writing.
     """
+    if hub.sender is not None:
+        hub.sender.cancel_scope.cancel()  # an attempt cut here is retried after restart
     hub.close()
     with trio.move_on_after(settings.graceful_timeout_seconds + 5):
         await hub_done.wait()

@@ -97,6 +97,9 @@ async def take_snapshot(hub: Hub, directory: Path) -> SnapshotReport:
         time.perf_counter() - started,
         longest,
     )
+    hub.last_snapshot = report
+    if hub.metrics is not None:
+        hub.metrics.observe_snapshot(report.seconds)
     log.info(
         "snapshot %s: seq=%d channels=%d messages=%d bytes=%d in %.3fs (longest step %.1f ms)",
         path.name,

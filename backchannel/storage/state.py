@@ -4,7 +4,8 @@ Layout (one top-level msgpack object after another, never nested)::
 
     {"format": 2, "clock": <µs at pack time>, "channels": N}
     {registry: seq, keys, actors, actor_aliases, idempotency,
-               public_minting, sessions, webhooks, audit}
+               public_minting, sessions, webhooks, audit, outbox, mention_pushes,
+               outbox_counts}
     {channel part}  × N: seq, config, members, last_seq, recent_posts,
                          ledger (invitations, access requests, event log),
                          "live": [<bin: packed chunk of rows>, ...],
@@ -35,6 +36,7 @@ import msgpack
 from backchannel.core.capture import Capture
 from backchannel.core.channel import ChannelState
 from backchannel.core.events import ChannelDeleted, Event, channel_of, from_wire
+from backchannel.core.outbox import Delivery
 from backchannel.core.records import (
     Actor,
     ActorWebhook,
@@ -65,6 +67,7 @@ _IDEM = _names(IdempotencyEntry)
 _SESSION = _names(Session)
 _WEBHOOK = _names(ActorWebhook)
 _SECURITY = _names(SecurityEvent)
+_DELIVERY = _names(Delivery)
 
 
 def _row(obj: Any, names: tuple[str, ...]) -> list[Any]:
@@ -100,6 +103,9 @@ def pack_registry(world: World) -> bytes:
             "sessions": [_row(x, _SESSION) for x in world.sessions.sessions.values()],
             "webhooks": [_row(x, _WEBHOOK) for x in world.webhooks.hooks.values()],
             "audit": [_row(x, _SECURITY) for x in world.audit.events],
+            "outbox": [_row(x, _DELIVERY) for x in world.outbox.pending.values()],
+            "mention_pushes": [[c, a, at] for (c, a), at in world.outbox.mention_pushes.items()],
+            "outbox_counts": [world.outbox.delivered, world.outbox.given_up],
         }
     )
 
@@ -210,6 +216,13 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
         world.webhooks.hooks[hook.actor_id] = hook
     for row in registry.get("audit", []):
         world.audit.add(SecurityEvent(*row))
+    outbox = world.outbox
+    for row in registry.get("outbox", []):
+        delivery = Delivery(*row)
+        outbox.pending[delivery.id] = delivery
+    for channel_id, actor_id, at in registry.get("mention_pushes", []):
+        outbox.mention_pushes[(channel_id, actor_id)] = at
+    outbox.delivered, outbox.given_up = registry.get("outbox_counts", [0, 0])
     for _ in range(outer["channels"]):
         state = _load_channel(next(stream))
         config = state.config

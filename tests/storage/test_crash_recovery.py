@@ -61,7 +61,9 @@ class ServerProcess:
         self.log = log
 
     @classmethod
-    async def start(cls, data_dir: Path, log: Path) -> ServerProcess:
+    async def start(
+        cls, data_dir: Path, log: Path, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         output = _open_log(log)
         try:
             process = await trio.lowlevel.open_process(
@@ -80,7 +82,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
-                env={**os.environ, **SERVER_ENV},
+                env={**os.environ, **SERVER_ENV, **(env or {})},
                 cwd=str(REPO),
             )
         finally:

@@ -52,6 +52,7 @@ MINTED = obj(
     },
 )
 ADMIN = ("admin_disabled", "admin_unauthorized")
+INTEGER = {"type": "integer"}
 
 
 def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
@@ -148,6 +149,45 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
                 {"data": {"type": "array", "items": AUDIT_EVENT}, "count": {"type": "integer"}}
             ),
             query=[query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "rows")],
+        ),
+        ("GET", "/v1/observability/metrics"): Doc(
+            "observabilityMetrics",
+            "Counts for the calling key: channels it owns, their messages, its sessions.",
+            "observability",
+            answer=obj(
+                {
+                    "key_id": STRING,
+                    "channels_owned": INTEGER,
+                    "messages_in_owned_channels": INTEGER,
+                    "messages_claimed_in_owned_channels": INTEGER,
+                    "active_sessions": INTEGER,
+                }
+            ),
+        ),
+        ("GET", "/v1/channels/<identifier>/metrics"): Doc(
+            "channelMetrics",
+            "A channel's live counts: unclaimed, claimed, leased, acknowledged, waiters.",
+            "observability",
+            answer=obj(
+                {
+                    "channel_id": STRING,
+                    "message_counts": obj(
+                        {
+                            "total": INTEGER,
+                            "unclaimed": INTEGER,
+                            "claimed": INTEGER,
+                            "acknowledged": INTEGER,
+                        }
+                    ),
+                    "avg_claim_to_ack_ms": nullable(INTEGER),
+                    "computed_at": TIMESTAMP,
+                    "waiters": INTEGER,
+                    "unclaimed": INTEGER,
+                    "claimed": INTEGER,
+                    "leased": INTEGER,
+                }
+            ),
+            errors=CHANNEL_READ,
         ),
         ("POST", "/v1/admin/keys"): Doc(
             "adminMintKey",
