@@ -104,7 +104,7 @@ async def _fuzz(server: Server) -> None:
         "--key",
         key,
         "--max-examples",
-        "15",
+        "10",
     ]
     with trio.fail_after(240):
         done = await trio.run_process(
