@@ -21,6 +21,7 @@ from backchannel.core.errors import ApiError
 from backchannel.http import actors, channels, keys, messages, tasks
 from backchannel.http.api import Api, Call, Reply, Result
 from backchannel.http.api import dumps as api_dumps
+from backchannel.http.mcp.endpoint import McpEndpoint
 from backchannel.http.request import DRAIN_FACTOR, Request, body_too_large
 from backchannel.runtime.hub import Hub
 
@@ -94,7 +95,10 @@ def create_app(hub: Hub) -> QuartTrio:
         request_id = str(uuid.uuid4())
         return _response(api, api.error_reply(_current(), request_id, error), request_id)
 
-    app.asgi_app = api.lane(app.asgi_app)  # type: ignore[method-assign,assignment]
+    mcp = McpEndpoint(api)
+    app.extensions["backchannel.mcp"] = mcp
+    # /mcp is no API route, so the lane hands it on: the hot path pays nothing for it
+    app.asgi_app = api.lane(mcp.mount(app.asgi_app))  # type: ignore[method-assign,assignment]
     return app
 
 
