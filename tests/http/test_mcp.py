@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import trio
 
-from tests.conftest import Server, assert_error, serving
+from tests.conftest import Server, assert_error, serving, start_server, test_settings
 from tests.mcp_session import call, fail, http_session
 
 PUBLISHED = {
@@ -208,3 +209,35 @@ async def test_claim_next_waits_for_a_task_and_await_result_times_out(server: Se
             assert channel in [c["id"] for c in listed["data"]]
             minted = await call(b, "issue_key", agent_label="helper")
             assert minted["key"].startswith("bck_")
+
+
+async def test_a_parked_await_result_is_answered_when_the_server_stops(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    settings = test_settings(tmp_path / "data")
+    running = await start_server(nursery, settings)
+    async with httpx.AsyncClient(base_url=running.url) as http:
+        agent = await Server(running.url, http, settings).agent()
+    answer: dict[str, object] = {}
+    with trio.fail_after(20):
+        async with http_session(running.url, {"X-API-Key": agent.key}) as session:
+            posted = await call(session, "post_task", channel="jobs", content="never done")
+
+            async def wait_for_result() -> None:
+                answer.update(
+                    await call(
+                        session,
+                        "await_result",
+                        channel=posted["channel"],
+                        message_id=posted["message_id"],
+                        timeout_seconds=600,
+                    )
+                )
+
+            async with trio.open_nursery() as waiting:
+                waiting.start_soon(wait_for_result)
+                await trio.sleep(0.3)
+                started = trio.current_time()
+                await running.stopped()  # wakes the park; HTTP drains, then the MCP task group ends
+            assert answer["status"] == "timeout"
+            assert trio.current_time() - started < settings.graceful_timeout_seconds + 2
