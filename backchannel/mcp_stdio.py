@@ -60,6 +60,13 @@ class KeyUnavailable(Exception):
         self.envelope = envelope
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside nested exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _error(status: int, code: str, message: str) -> types.CallToolResult:
     """A tool error shaped like the server's own."""
     return types.CallToolResult(
@@ -157,7 +164,7 @@ class Bridge:
         except KeyUnavailable as exc:
             raise MCPError(types.INTERNAL_ERROR, f"Backchannel: {exc}") from None
         except Exception as exc:
-            message = f"cannot reach Backchannel at {self.base_url}/mcp: {exc!r}"
+            message = f"cannot reach Backchannel at {self.base_url}/mcp: {_leaf(exc)!r}"
             raise MCPError(types.INTERNAL_ERROR, message) from None
 
     async def call_tool(
@@ -169,15 +176,39 @@ class Bridge:
             envelope = exc.envelope
             return _error(exc.status, str(envelope.get("error")), str(envelope.get("message")))
         except Exception as exc:
-            return _error(503, "unavailable", f"cannot reach Backchannel: {exc!r}")
+            message = f"cannot reach Backchannel at {self.base_url}: {_leaf(exc)!r}"
+            return _error(503, "unavailable", message)
         try:
             async with self.upstream(key) as session:
                 return await session.call_tool(params.name, params.arguments)
         except MCPError:
             raise
         except Exception as exc:
-            message = f"cannot reach Backchannel at {self.base_url}/mcp: {exc!r}"
+            return await self._diagnose(key, exc)
+
+    async def _diagnose(self, key: str, exc: BaseException) -> types.CallToolResult:
+        """Why ``/mcp`` failed, as a tool error: the key's own error if it has one.
+
+        The SDK reports a refused request only as "an error response"; asking
+        ``/v1/keys/me`` tells a bad key (401 ``unauthorized``) from a server
+        that cannot be reached or has no ``/mcp``.
+        """
+        try:
+            response = await self._client().get(
+                f"{self.base_url}/v1/keys/me", headers={"X-API-Key": key}
+            )
+        except httpx2.HTTPError as probe:
+            message = f"cannot reach Backchannel at {self.base_url}: {_leaf(probe)!r}"
             return _error(503, "unavailable", message)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            if isinstance(body, dict) and "error" in body:
+                return _error(response.status_code, str(body["error"]), str(body.get("message")))
+        message = f"{self.base_url}/mcp failed (a Backchannel server with /mcp?): {_leaf(exc)!r}"
+        return _error(503, "unavailable", message)
 
     async def serve(self) -> None:
         """Serve MCP on stdin/stdout until stdin closes."""

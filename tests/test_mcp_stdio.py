@@ -96,3 +96,13 @@ async def test_an_unreachable_server_is_a_tool_error(tmp_path: Path) -> None:
             code, text = await fail(session, "list_channels")
             assert code == "unavailable"
             assert f"127.0.0.1:{port}" in text
+
+
+async def test_a_refused_key_is_the_servers_own_tool_error(server: Server, tmp_path: Path) -> None:
+    command, args = our_cli()
+    env = _env(server.url, tmp_path / "k.key", "bck_not.a-key")
+    with trio.fail_after(30):
+        async with stdio_session(command, [*args, "mcp"], env, tmp_path / "log") as session:
+            code, text = await fail(session, "list_channels")
+            assert code == "unauthorized", text
+            assert text.startswith("Backchannel error [401 unauthorized]")
