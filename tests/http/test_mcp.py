@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
+from mcp.shared.exceptions import MCPError
 
 from tests.conftest import Server, assert_error, serving, start_server, test_settings
 from tests.mcp_session import call, fail, http_session
@@ -115,6 +117,13 @@ async def test_api_errors_are_tool_errors_with_our_code(server: Server) -> None:
             assert code == "lease_expired"
             code, _ = await fail(mine, "claim_next", channel="no-such-channel")
             assert code == "channel_not_found"
+            news = (await call(mine, "broadcast", channel="news", content="hi"))["channel"]
+            code, _ = await fail(mine, "claim_next", channel=news, wait=5)
+            assert code == "channel_not_claimable"
+            code, _ = await fail(mine, "claim_next", channel=news, lease_seconds=30)
+            assert code == "channel_not_claimable"
+            with pytest.raises(MCPError, match="Unknown tool"):
+                await mine.call_tool("no_such_tool", {})
 
 
 async def test_the_endpoint_authenticates_every_request(server: Server) -> None:
