@@ -250,3 +250,29 @@ async def test_a_parked_await_result_is_answered_when_the_server_stops(
                 await running.stopped()  # wakes the park; HTTP drains, then the MCP task group ends
             assert answer["status"] == "timeout"
             assert trio.current_time() - started < settings.graceful_timeout_seconds + 2
+
+
+async def test_waits_keep_a_gentle_pace_when_long_poll_is_off(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with serving(nursery, tmp_path, longpoll_enabled=False, rate_limit=12) as server:
+        agent = await server.agent()
+        with trio.fail_after(20):
+            async with http_session(server.url, {"X-API-Key": agent.key}) as session:
+                channel = (await call(session, "create_channel", name="q", mode="claimable"))["id"]
+                started = trio.current_time()
+                empty = await call(session, "claim_next", channel=channel, actor="w", wait=3)
+                assert empty["claimed"] is None
+                assert 2.9 < trio.current_time() - started < 6
+                # one channel read, then a claim and a read about once a second: not a spin
+                posted = await call(session, "post_task", channel="q", content="x")
+                started = trio.current_time()
+                timeout = await call(
+                    session,
+                    "await_result",
+                    channel=channel,
+                    message_id=posted["message_id"],
+                    timeout_seconds=2,
+                )
+                assert timeout["status"] == "timeout"
+                assert 1.9 < trio.current_time() - started < 5

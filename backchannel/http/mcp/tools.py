@@ -27,7 +27,7 @@ from backchannel.http.views import message_view
 # Tools whose routes belong to contract §2.5, which this server may not serve yet.
 _PENDING_ROUTES = {"request_access": "access requests", "invite": "invitations"}
 _SKIPPED_CLAIMS = frozenset(("already_claimed", "message_not_found", "message_expired"))
-_OVER_CAP_SLEEP = 1.0  # await_result re-checks this often while long-poll is off or full
+_OVER_CAP_SLEEP = 1.0  # how often waits re-check while long-poll is off or full
 
 
 class ToolError(Exception):
@@ -191,7 +191,11 @@ async def claim_next(c: Caller, a: dict[str, Any]) -> dict[str, Any]:
             return {"claimed": None, "note": "no unclaimed messages available"}
         # parks until a post, a release or a lapsed lease (or the wait ends)
         query = {"status": "unclaimed", "limit": 1, "wait": f"{remaining:.3f}"}
-        await c.request("GET", f"/v1/channels/{channel}/messages", query=query)
+        page = await c.request("GET", f"/v1/channels/{channel}/messages", query=query)
+        if not page["data"]:  # the wait ended, or long-poll is off, full or shutting down
+            if c.api.hub.closing:
+                return {"claimed": None, "note": "no unclaimed messages available"}
+            await trio.sleep(min(_OVER_CAP_SLEEP, max(0.0, deadline - trio.current_time())))
 
 
 async def heartbeat(c: Caller, a: dict[str, Any]) -> dict[str, Any]:
