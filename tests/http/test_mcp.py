@@ -85,6 +85,9 @@ async def test_tools_are_listed_with_exact_schemas(server: Server) -> None:
             for tool in listed:
                 assert tool.input_schema["additionalProperties"] is False, tool.name
                 assert tool.description
+                assert tool.annotations is not None
+                read_only = tool.name in {"subscribe", "await_result", "list_channels"}
+                assert tool.annotations.read_only_hint is read_only, tool.name
             code, text = await fail(session, "post_task", channel="jobs", content="x", colour="red")
             assert code == "invalid_arguments"
             assert "colour" in text

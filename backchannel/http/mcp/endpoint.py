@@ -11,7 +11,9 @@ request carries the caller's key. A request is authenticated before the SDK
 sees it (``X-API-Key``, or ``Authorization: Bearer <key>``; 401 in our
 envelope otherwise); the tools then run as that key through the API's own
 pipeline (:mod:`backchannel.http.mcp.tools`), so access rules, the per-key
-rate limit and idempotency are those of the REST routes.
+rate limit and idempotency are those of the REST routes. The limit counts
+each API operation a tool performs; the protocol's own requests
+(``initialize``, ``tools/list``) are authenticated but not counted.
 
 A tool that fails answers an MCP tool error (``isError``) whose text is
 ``Backchannel error [<status> <code>]: <message>`` and whose structured
@@ -39,6 +41,8 @@ from backchannel.http.request import Request
 from backchannel.runtime.journal import JournalFailed
 
 MCP_PATHS = frozenset(("/mcp", "/mcp/"))
+READ_ONLY = frozenset(("subscribe", "await_result", "list_channels"))
+IDEMPOTENT = READ_ONLY | {"ack", "heartbeat"}  # repeating them changes nothing more
 _KEY = "backchannel.api_key"
 INSTRUCTIONS = (
     "Backchannel hands work between agents. To delegate: post_task, then await_result "
@@ -79,7 +83,17 @@ class McpEndpoint:
         self.tools = build_tools(api)
         self._listing = types.ListToolsResult(
             tools=[
-                types.Tool(name=t.name, description=t.description, input_schema=t.schema)
+                types.Tool(
+                    name=t.name,
+                    description=t.description,
+                    input_schema=t.schema,
+                    annotations=types.ToolAnnotations(
+                        read_only_hint=t.name in READ_ONLY,
+                        destructive_hint=False,
+                        idempotent_hint=t.name in IDEMPOTENT,
+                        open_world_hint=False,
+                    ),
+                )
                 for t in self.tools.values()
             ]
         )
