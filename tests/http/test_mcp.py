@@ -6,13 +6,25 @@ production; the client runs on trio too. Each test is time-bound.
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
+import trio.testing
+from hypercorn.trio import serve as hypercorn_serve
 from mcp.shared.exceptions import MCPError
 
+from backchannel.http.app import create_app
+from backchannel.http.hypercorn_tuning import tune_hypercorn
+from backchannel.http.mcp.endpoint import McpEndpoint
+from backchannel.http.server import hypercorn_config
+from backchannel.runtime.hub import Hub
+from backchannel.runtime.service import open_runtime
 from tests.conftest import Server, assert_error, serving, start_server, test_settings
 from tests.mcp_session import call, fail, http_session
 
@@ -279,3 +291,93 @@ async def test_waits_keep_a_gentle_pace_when_long_poll_is_off(
                 )
                 assert timeout["status"] == "timeout"
                 assert 1.9 < trio.current_time() - started < 5
+
+
+@asynccontextmanager
+async def app_and_hub(tmp_path: Path) -> AsyncIterator[tuple[str, Hub, McpEndpoint]]:
+    """A served app whose hub the test can watch (tuned hypercorn, as in production)."""
+    tune_hypercorn()
+    settings = test_settings(tmp_path / "data")
+    async with open_runtime(settings, in_memory=True) as hub:
+        app = create_app(hub)
+        endpoint: McpEndpoint = app.extensions["backchannel.mcp"]
+        async with endpoint.running(), trio.open_nursery() as nursery:
+            config = hypercorn_config(settings)
+            binds = await nursery.start(partial(hypercorn_serve, app, config))
+            yield binds[0], hub, endpoint
+            nursery.cancel_scope.cancel()
+
+
+async def _parked_task(url: str) -> tuple[str, dict[str, object]]:
+    """A fresh key and a JSON-RPC ``await_result`` call for a task nobody will ack."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        key = (await http.post("/v1/keys", json={"agent_label": "gone"})).json()["key"]
+        posted = await http.post(
+            "/v1/tasks/post", json={"channel": "j", "content": "c"}, headers={"X-API-Key": key}
+        )
+    arguments = {
+        "channel": posted.json()["channel"],
+        "message_id": posted.json()["message"]["id"],
+        "timeout_seconds": 600,
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "await_result", "arguments": arguments},
+    }
+    return key, call
+
+
+async def test_a_client_that_leaves_takes_its_parked_tool_call_with_it(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with app_and_hub(tmp_path) as (url, hub, endpoint):
+            key, call = await _parked_task(url)
+            headers = {"X-API-Key": key, "Accept": "application/json, text/event-stream"}
+            async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+                async with trio.open_nursery() as client:
+                    client.start_soon(partial(http.post, "/mcp", json=call))
+                    await trio.testing.wait_all_tasks_blocked(0.1)
+                    assert hub.parked == 1
+                    client.cancel_scope.cancel()  # the client gives up and hangs up
+            await trio.testing.wait_all_tasks_blocked(0.1)
+            assert hub.parked == 0
+
+            # on a server that does not report closed connections, http.disconnect does it
+            body = json.dumps(call).encode()
+            inbox: list[dict[str, object]] = [{"type": "http.request", "body": body}]
+            left = trio.Event()
+
+            async def receive() -> dict[str, object]:
+                if inbox:
+                    return inbox.pop()
+                await left.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, object]) -> None:
+                raise AssertionError(f"nothing is answered to a client that left: {message}")
+
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/mcp",
+                "query_string": b"",
+                "headers": [
+                    (b"x-api-key", key.encode()),
+                    (b"content-type", b"application/json"),
+                    (b"accept", b"application/json, text/event-stream"),
+                    (b"content-length", b"%d" % len(body)),
+                ],
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 2),
+                "scheme": "http",
+                "http_version": "1.1",
+                "root_path": "",
+                "raw_path": b"/mcp",
+            }
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(endpoint.handle, scope, receive, send)
+                await trio.testing.wait_all_tasks_blocked(0.1)
+                assert hub.parked == 1
+                left.set()
+            assert hub.parked == 0

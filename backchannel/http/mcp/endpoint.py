@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import mcp_types as types
+import trio
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
@@ -36,6 +37,7 @@ from mcp.shared.exceptions import MCPError
 from backchannel import __version__
 from backchannel.core.errors import ApiError
 from backchannel.http.api import Api, ASGIApp
+from backchannel.http.hypercorn_tuning import client_gone_hook
 from backchannel.http.mcp.tools import Caller, ToolError, build_tools
 from backchannel.http.request import Request
 from backchannel.runtime.journal import JournalFailed
@@ -139,7 +141,44 @@ class McpEndpoint:
             reply = self.api.error_reply(request, request_id, exc)
             await self.api.send(send, request, request_id, reply)
             return
-        await self.manager.handle_request({**scope, _KEY: raw}, receive, send)
+        await self._serve_while_connected({**scope, _KEY: raw}, receive, send)
+
+    async def _serve_while_connected(self, scope: Any, receive: Any, send: Any) -> None:
+        """Let the SDK serve the request; stop it (and its tool call) if the client leaves.
+
+        The SDK's JSON answer path does not watch for ``http.disconnect``, so
+        a tool parked in a wait (``await_result``, up to an hour) would
+        outlive a client that gave up. On tuned hypercorn the server tells
+        us when the connection closes; elsewhere a helper task reads
+        ``receive`` for ``http.disconnect`` once the SDK has read the body.
+        """
+        with trio.CancelScope() as serving:
+            hook = client_gone_hook(send)
+            if hook is not None:
+                hook(serving.cancel)
+                try:
+                    await self.manager.handle_request(scope, receive, send)
+                finally:
+                    hook(None)
+                return
+            body_read = trio.Event()
+
+            async def reading(*args: Any) -> Any:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    body_read.set()
+                return message
+
+            async def watch() -> None:
+                await body_read.wait()
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                serving.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await self.manager.handle_request(scope, reading, send)
+                nursery.cancel_scope.cancel()
 
     async def _list_tools(
         self, ctx: Any, params: types.PaginatedRequestParams | None
