@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import mcp_types as types
 from mcp.client.session import ClientSession
@@ -78,3 +79,28 @@ async def fail(session: ClientSession, tool: str, **arguments: Any) -> tuple[str
     if result.structured_content is not None:
         assert result.structured_content["error"] == code
     return code, text.text
+
+
+async def check_membership_tools(
+    http: httpx.AsyncClient, session: ClientSession, channel: str
+) -> None:
+    """``request_access`` and ``invite`` on an open channel, served or not.
+
+    LEAD: contract §2.5 (access requests, invitations) is not served on the
+    ``mcp`` branch, so these tools answer ``not_served``. Once those routes are
+    merged (at the contract's paths) the tools reach them with no wiring, and
+    the second branch here runs; then drop the first.
+    """
+    path = f"/v1/channels/{channel}/access-requests"
+    if (await http.options(path)).status_code == 404:
+        code, text = await fail(session, "request_access", channel=channel, reason="let me in")
+        assert code == "not_served"
+        assert "access requests are not served" in text
+        code, text = await fail(session, "invite", channel=channel)
+        assert code == "not_served"
+        assert "invitations are not served" in text
+    else:
+        answer = await call(session, "request_access", channel=channel, reason="let me in")
+        assert answer["status"] == "open"  # an open channel needs no request
+        invitation = await call(session, "invite", channel=channel)
+        assert invitation["channel"]["id"] == channel

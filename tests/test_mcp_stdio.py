@@ -12,7 +12,14 @@ from pathlib import Path
 import trio
 
 from tests.conftest import Server
-from tests.mcp_session import base_env, call, fail, our_cli, stdio_session
+from tests.mcp_session import (
+    base_env,
+    call,
+    check_membership_tools,
+    fail,
+    our_cli,
+    stdio_session,
+)
 
 
 def _env(server_url: str, key_file: Path, key: str | None = None) -> dict[str, str]:
@@ -78,8 +85,7 @@ async def test_a_whole_handoff_over_stdio(server: Server, tmp_path: Path) -> Non
             news = await call(a, "broadcast", channel="news", content="translated")
             seen = await call(b, "subscribe", channel=news["channel"], since="0")
             assert [m["content"] for m in seen["data"]] == ["translated"]
-            code, _ = await fail(b, "request_access", channel=channel)
-            assert code == "not_served"  # contract §2.5 is not served on this branch yet
+            await check_membership_tools(server.http, b, channel)
             code, _ = await fail(b, "release", message_id=task, actor="someone-else")
             assert code == "forbidden"
 

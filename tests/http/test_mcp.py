@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,14 +20,17 @@ import trio.testing
 from hypercorn.trio import serve as hypercorn_serve
 from mcp.shared.exceptions import MCPError
 
+from backchannel.http.api import Call, Result
 from backchannel.http.app import create_app
+from backchannel.http.hypercorn_recycle import install_safe_recycle
 from backchannel.http.hypercorn_tuning import tune_hypercorn
 from backchannel.http.mcp.endpoint import McpEndpoint
+from backchannel.http.request import DRAIN_FACTOR
 from backchannel.http.server import hypercorn_config
 from backchannel.runtime.hub import Hub
 from backchannel.runtime.service import open_runtime
 from tests.conftest import Server, assert_error, serving, start_server, test_settings
-from tests.mcp_session import call, fail, http_session
+from tests.mcp_session import call, check_membership_tools, fail, http_session
 
 PUBLISHED = {
     "post_task",
@@ -82,10 +86,7 @@ async def test_a_whole_handoff_between_two_agents(server: Server) -> None:
             seen = await call(b, "subscribe", channel=news["channel"], since="0")
             assert [m["content"] for m in seen["data"]] == ["done: summarise"]
 
-            # contract §2.5 is not served on this branch yet: a clear tool error
-            code, text = await fail(b, "request_access", channel=channel, reason="let me in")
-            assert code == "not_served"
-            assert "access requests" in text
+            await check_membership_tools(server.http, b, channel)
 
 
 async def test_tools_are_listed_with_exact_schemas(server: Server) -> None:
@@ -296,8 +297,9 @@ async def test_waits_keep_a_gentle_pace_when_long_poll_is_off(
 @asynccontextmanager
 async def app_and_hub(tmp_path: Path) -> AsyncIterator[tuple[str, Hub, McpEndpoint]]:
     """A served app whose hub the test can watch (tuned hypercorn, as in production)."""
-    tune_hypercorn()
     settings = test_settings(tmp_path / "data")
+    tune_hypercorn()
+    install_safe_recycle(settings.max_body_bytes * DRAIN_FACTOR)
     async with open_runtime(settings, in_memory=True) as hub:
         app = create_app(hub)
         endpoint: McpEndpoint = app.extensions["backchannel.mcp"]
@@ -380,4 +382,31 @@ async def test_a_client_that_leaves_takes_its_parked_tool_call_with_it(tmp_path:
                 await trio.testing.wait_all_tasks_blocked(0.1)
                 assert hub.parked == 1
                 left.set()
+            await trio.testing.wait_all_tasks_blocked(0.1)  # the tool winds down in its own task
             assert hub.parked == 0
+
+
+async def test_membership_tools_reach_their_routes_once_served(tmp_path: Path) -> None:
+    """The ``not_served`` adapter steps aside for routes registered at the contract's paths."""
+    with trio.fail_after(20):
+        async with app_and_hub(tmp_path) as (url, _hub, endpoint):
+            seen: list[tuple[str, str, dict[str, Any]]] = []
+
+            @endpoint.api.route("POST", "/v1/channels/<identifier>/access-requests", mutating=True)
+            async def request_access(call: Call, identifier: str) -> Result:
+                seen.append(("access", identifier, await call.json()))
+                return 202, {"status": "pending", "request_id": "r1"}
+
+            @endpoint.api.route("POST", "/v1/channels/<identifier>/invitations", mutating=True)
+            async def invite(call: Call, identifier: str) -> Result:
+                seen.append(("invite", identifier, await call.json()))
+                return 201, {"id": "i1", "channel": {"id": identifier}}
+
+            async with httpx.AsyncClient(base_url=url) as http:
+                key = (await http.post("/v1/keys", json={"agent_label": "m"})).json()["key"]
+            async with http_session(url, {"X-API-Key": key}) as session:
+                asked = await call(session, "request_access", channel="c1", reason="please")
+                assert asked == {"status": "pending", "request_id": "r1"}
+                invitation = await call(session, "invite", channel="c1")
+                assert invitation["id"] == "i1"
+            assert seen == [("access", "c1", {"reason": "please"}), ("invite", "c1", {})]
