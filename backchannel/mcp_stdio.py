@@ -14,9 +14,10 @@ poll; and one implementation cannot drift from another.
 
 The key: ``BACKCHANNEL_API_KEY``; else the key file (``BACKCHANNEL_KEY_FILE``,
 default ``~/.config/backchannel/key``, the one the published
-``backchannel-mcp`` uses); else, at first use, a key is minted with
-``POST /v1/keys`` (label ``BACKCHANNEL_AGENT_LABEL``, default
-``mcp-<host>-<pid>``) and saved to the key file with mode 0600.
+``backchannel-mcp`` uses); else, at first use (the first ``tools/list`` or
+tool call), a key is minted with ``POST /v1/keys`` (label
+``BACKCHANNEL_AGENT_LABEL``, default ``mcp-<host>-<pid>``) and saved to the
+key file with mode 0600.
 
 Each tool call opens its own short MCP session with the (stateless) server
 over one pooled HTTP client, so a server restart between calls is harmless.
