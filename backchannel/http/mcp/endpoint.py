@@ -58,7 +58,9 @@ def _bearer(value: str | None) -> str | None:
     if value is None:
         return None
     scheme, _, token = value.strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 def tool_result(result: dict[str, Any]) -> types.CallToolResult:
