@@ -15,6 +15,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The published backchannel-mcp 0.1.2 needs mcp<2 and we need mcp 2.x: it gets its
+# own venv for tests/compat/test_mcp.py (the pin and its reason: that requirements file).
+MCP1 := .venv-mcp1
+MCP1_STAMP := $(MCP1)/.installed-stamp
+
+$(MCP1_STAMP): tests/compat/requirements-mcp1.txt
+	test -x $(MCP1)/bin/python || $(PYTHON) -m venv $(MCP1)
+	$(MCP1)/bin/python -m pip install -q -r tests/compat/requirements-mcp1.txt
+	touch $(MCP1_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/backchannel serve --host $(HOST) --port $(PORT) --data-dir $(DATA)
 
@@ -32,7 +42,7 @@ browser:
 		apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) browser $(MCP1_STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
@@ -45,4 +55,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix backchannel tests tools
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(MCP1) build *.egg-info

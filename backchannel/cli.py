@@ -1,8 +1,10 @@
-"""``backchannel serve | snapshot inspect FILE | snapshot verify DIR``."""
+"""``backchannel serve | mcp | snapshot inspect FILE | snapshot verify DIR``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keyfile", help="the certificate's PEM private key")
     serve.add_argument("--log-level", default="INFO")
     serve.add_argument("--log-format", choices=["text", "json"], help="log lines (default text)")
+    mcp = commands.add_parser(
+        "mcp",
+        help="serve the MCP tools over stdio, bridged to a server's /mcp "
+        "(env BACKCHANNEL_BASE_URL, BACKCHANNEL_API_KEY, BACKCHANNEL_KEY_FILE, "
+        "BACKCHANNEL_AGENT_LABEL)",
+    )
+    mcp.add_argument("--log-level", default="WARNING", help="logged to stderr")
     snap = commands.add_parser("snapshot", help="inspect or verify stored state")
     snap_commands = snap.add_subparsers(dest="snapshot_command", required=True)
     inspect = snap_commands.add_parser("inspect", help="summarise one snapshot file")
@@ -45,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "mcp":
+        return _mcp(args)
     from backchannel.storage.inspect import inspect_command, verify_command
 
     if args.snapshot_command == "inspect":
@@ -81,3 +92,17 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,  # stdout carries the protocol
+    )
+    from backchannel.mcp_stdio import run
+
+    try:
+        return run(os.environ)
+    except KeyboardInterrupt:
+        return 130

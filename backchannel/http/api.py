@@ -32,6 +32,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import trio
 
@@ -167,6 +168,28 @@ class Api:
         self._auth_cache[raw] = record
         return record
 
+    def admit(self, raw: str | None) -> tuple[KeyRecord, int]:
+        """Authenticate ``raw`` and count one request against its per-key limit.
+
+        Returns the key and the requests left in its window.
+
+        Raises:
+            ApiError: 401 ``unauthorized`` / 410 ``key_expired``; 429
+                ``rate_limit_exceeded`` (the request is counted either way).
+        """
+        key = self.authenticate(raw)
+        allowed, left = self.key_limiter.hit(key.key_id)
+        if not allowed:
+            window = self.settings.rate_limit_window
+            raise ApiError(
+                429,
+                "rate_limit_exceeded",
+                f"Rate limit exceeded: {self.settings.rate_limit} requests per {window}s. "
+                "The public instance is a sandbox — self-host for higher limits.",
+                retry_after=window,
+            )
+        return key, left
+
     def forget_key(self, key: KeyRecord) -> None:
         for raw in [r for r, k in self._auth_cache.items() if k is key]:
             del self._auth_cache[raw]
@@ -296,6 +319,64 @@ class Api:
                 template = self.router.template(path) or ("other" if status == 404 else path)
                 self.observe(scope["method"], template, status, started, seen[1])
 
+    async def invoke(
+        self,
+        method: str,
+        path: str,
+        *,
+        api_key: str | None,
+        body: dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        client: tuple[str, int] | None = None,
+    ) -> tuple[int, Any]:
+        """Run one API request in-process, through the lane's own pipeline.
+
+        For callers inside the server (the MCP endpoint): no socket and no
+        HTTP parsing, but the same route, authentication, per-key rate limit,
+        ``Idempotency-Key`` handling and error envelope as the same request
+        over HTTP, so the two cannot drift apart. A long-poll parks until it
+        is woken, its wait ends or the caller is cancelled.
+
+        Returns:
+            The status and the decoded JSON body (None when empty). Error
+            answers are returned too, as their envelope, not raised.
+        """
+        raw = b"" if body is None else dumps(body)
+        headers: Headers = [(b"content-length", b"%d" % len(raw))]
+        if api_key is not None:
+            headers.append((b"x-api-key", api_key.encode("latin-1", "replace")))
+        if idempotency_key is not None:
+            headers.append((b"idempotency-key", idempotency_key.encode("latin-1", "replace")))
+        pairs = {k: v for k, v in (query or {}).items() if v is not None}
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": path,
+            "query_string": urlencode(pairs).encode(),
+            "headers": headers,
+            "client": client,
+            "scheme": "http",
+        }
+        sent: list[bool] = []
+
+        async def receive() -> dict[str, Any]:
+            if not sent:
+                sent.append(True)
+                return {"type": "http.request", "body": raw, "more_body": False}
+            await trio.sleep_forever()  # the caller never leaves mid-request
+            raise AssertionError("unreachable")
+
+        request = Request(scope, receive)
+        call = Call(request, str(uuid.uuid4()), self.settings.max_body_bytes)
+        found = self.router.match(method, path)
+        if found is None:
+            missing = ApiError(404, "not_found", f"No route for {method} {path}")
+            reply = self.error_reply(request, call.request_id, missing)
+        else:
+            reply = await self._respond(found[0], found[1], call)
+        return reply.status, json.loads(reply.body) if reply.body else None
+
     async def _read_ahead(self, request: Request, send: Any) -> Any:
         """Read the body of a request Quart will serve, before Quart answers it.
 
@@ -353,17 +434,7 @@ class Api:
         key: KeyRecord | None = None
         remaining = b"0"
         if endpoint.auth:
-            key = self.authenticate(call.request.text_header(b"x-api-key"))
-            allowed, left = self.key_limiter.hit(key.key_id)
-            if not allowed:
-                window = self.settings.rate_limit_window
-                raise ApiError(
-                    429,
-                    "rate_limit_exceeded",
-                    f"Rate limit exceeded: {self.settings.rate_limit} requests per {window}s. "
-                    "The public instance is a sandbox — self-host for higher limits.",
-                    retry_after=window,
-                )
+            key, left = self.admit(call.request.text_header(b"x-api-key"))
             remaining = b"%d" % left
             if endpoint.scope is not None:
                 require_scope(key, endpoint.scope)

@@ -5,7 +5,9 @@ trigger first wakes every long-poll waiter, which answers its empty page
 (stack-notes pitfall 2: hypercorn would otherwise cut them with no answer
 after its grace period); hypercorn then stops accepting and finishes
 in-flight requests within ``graceful_timeout``; only then does the runtime
-close, flush the journal and write the final snapshot.
+close, flush the journal and write the final snapshot. The MCP endpoint's
+task group (``/mcp``) lives around HTTP: it starts before the first request
+and ends after the last.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ async def _serve(
             await trio.sleep(0.05)  # let woken waiters write their answers
 
         access_log = app.extensions["backchannel"].access_log
-        async with trio.open_nursery() as nursery:
+        async with app.extensions["backchannel.mcp"].running(), trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_watch_signals, stop)
             if access_log is not None:

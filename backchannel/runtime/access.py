@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from backchannel.core import membership
+from backchannel.core.outbox import decide_member_added
 from backchannel.core.records import AccessRequest, ChannelConfig, Invitation, KeyRecord, Member
 from backchannel.runtime.actor import ChannelActor
 
@@ -85,6 +86,14 @@ def request_access(
 def decide_request(
     actor: ChannelActor, key: KeyRecord, request_id: str, approve: bool
 ) -> tuple[AccessRequest, int]:
-    event = membership.decide_access_request(actor.state, key, request_id, approve, _now(actor))
+    now = _now(actor)
+    event = membership.decide_access_request(actor.state, key, request_id, approve, now)
     seq = actor.commit_access(event)
-    return actor.state.ledger.requests[request_id], seq
+    request = actor.state.ledger.requests[request_id]
+    if approve:  # the channel webhook's member_added, in the same group commit (§0.6)
+        delivery = decide_member_added(
+            actor.state.config, request.requester_key_id, key.key_id, now
+        )
+        if delivery is not None:
+            seq = actor.hub.queue_webhooks([delivery]) or seq
+    return request, seq

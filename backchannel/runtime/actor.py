@@ -243,7 +243,7 @@ class ChannelActor:
         for message in expired:
             if message.removed and message.lease_token is not None:
                 hub.lease_index.pop(message.lease_token, None)
-        if isinstance(event, MessagePosted | MessageReleased | LeaseExpired):
+        if isinstance(event, MessagePosted | MessageReleased | LeaseExpired | MessageAcked):
             self._notify_waiters()
         return seq
 
@@ -287,7 +287,11 @@ class ChannelActor:
         deadline: float = math.inf,
         on_leave: Callable[[Callable[[], None] | None], None] | None = None,
     ) -> bool:
-        """Wait for the next change that may make new messages visible.
+        """Wait for the next change that may make new messages visible, or an ack.
+
+        Posts, releases and lapsed leases wake long-polls; acks wake waiters
+        for a task's result (MCP ``await_result``). A long-poll woken by an
+        ack finds its page still empty and parks again.
 
         Returns True once woken or at ``deadline``, False once the waiter has
         been told to leave. ``on_leave`` (a long-poll's client watch) is

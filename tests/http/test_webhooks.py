@@ -248,3 +248,33 @@ async def test_deliveries_under_load_arrive_within_a_second(
     assert delays[int(len(delays) * 0.99) - 1] < 1.0, delays[-5:]
     assert len({json.loads(r.body)["message"]["id"] for r in arrived}) == 200
     assert receiver.connections <= 8  # kept alive: the slots' connections are reused
+
+
+async def test_an_approved_access_request_delivers_member_added(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    url = await receiver.serve(nursery)
+    async with serving(nursery, tmp_path, webhook_allow_private=True) as server:
+        alice = await server.agent("alice")
+        bob = await server.agent("bob")
+        channel = await alice.channel(
+            "guarded", access="restricted", webhook_url=url, webhook_secret="k"
+        )
+        asked = await bob.post(f"/v1/channels/{channel['id']}/access-requests", {"reason": "hi"})
+        request_id = asked.json()["request_id"]
+        denied_first = await alice.channel("other", access="restricted", webhook_url=url)
+        other = await bob.post(f"/v1/channels/{denied_first['id']}/access-requests", {})
+        deny = f"/v1/channels/{denied_first['id']}/access-requests/{other.json()['request_id']}"
+        assert (await alice.post(f"{deny}/deny", {})).status_code == 200
+        approve = f"/v1/channels/{channel['id']}/access-requests/{request_id}/approve"
+        assert (await alice.post(approve, {})).status_code == 200
+        (got,) = await receiver.wait_for(1)
+        assert got.headers["x-backchannel-event"] == "member_added"
+        assert json.loads(got.body) == {
+            "channel_id": channel["id"],
+            "member_key_id": bob.key_id,
+            "approved_by": alice.key_id,
+        }
+        expected = hmac.new(b"k", got.body, hashlib.sha256).hexdigest()
+        assert got.headers["x-backchannel-signature"] == f"sha256={expected}"

@@ -714,3 +714,37 @@ async def test_a_waiter_told_to_leave_ends_its_park_with_false(
             assert results == [(started + 2, False)]
             assert hooks[-1] is None
             assert actor.parked == 0
+
+
+async def test_an_ack_wakes_a_parked_waiter_and_a_long_poll_parks_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """MCP ``await_result`` parks until an ack; a page long-poll sleeps through it."""
+    with trio.fail_after(120):
+        async with runtime(tmp_path) as hub:
+            _raw, key = await hub.mint_key("boss")
+            actor = await open_channel(hub, key)
+            task = await post(actor, key, "task")
+            started = trio.current_time()
+            woken: list[float] = []
+            polled: list[tuple[float, list[str]]] = []
+
+            async def wait_for_ack() -> None:
+                await actor.park(trio.current_time() + 60)
+                woken.append(trio.current_time())
+
+            async def poll() -> None:
+                page = await long_poll(hub, actor, task.seq, 10, 30)
+                polled.append((trio.current_time(), [m.content for m in page]))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait_for_ack)
+                nursery.start_soon(poll)
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.sleep(2)
+                await actor.call(actor.cmd_ack, key, task.id, None)
+            assert woken == [started + 2]
+            assert [page for _, page in polled] == [[]]  # slept through the ack
+            assert polled[0][0] - started == pytest.approx(30, abs=1e-6)
+            assert task.acks
+            assert (hub.parked, actor.waiters, parked_in_lot(actor)) == (0, 0, 0)
