@@ -49,6 +49,11 @@ def register(api: Api) -> None:
             "availability": AVAILABILITY,
             "health_url": f"{base}/health",
             "self_host_url": f"{base}/repo/blob/main/SELF-HOST.md",
+            # live counters (ours, additive): the pages show them
+            "public_minting_enabled": api.public_minting_enabled,
+            "channels": len(hub.world.channels),
+            "live_messages": sum(len(c.live) for c in hub.world.channels.values()),
+            "parked_waiters": hub.parked,
         }
 
     @api.route("GET", "/status.html", auth=False)

@@ -97,7 +97,17 @@ async def test_status_and_status_page(server: Server) -> None:
         "availability",
         "health_url",
         "self_host_url",
+        "public_minting_enabled",
+        "channels",
+        "live_messages",
+        "parked_waiters",
     }
+    assert (body["channels"], body["live_messages"], body["parked_waiters"]) == (1, 0, 0)
+    agent = await server.agent()
+    channel = await agent.channel("counted")
+    await agent.send(channel["id"])
+    counted = (await server.http.get("/status")).json()
+    assert (counted["channels"], counted["live_messages"]) == (2, 1)
     page = await server.http.get("/status.html")
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "Operational" in page.text

@@ -57,7 +57,7 @@ async def test_pages_are_small_self_contained_html_with_the_common_headers(
         for url in _ASSET.findall(page):
             assert url.startswith(("/", "#", "data:")), f"{path} loads {url} from elsewhere"
         assert '<script src="/humans.js" defer></script>' in page
-        assert 'data-source="/health"' in page
+        assert 'data-source="/status"' in page
     script = await server.http.get("/humans.js")
     assert script.status_code == 200
     assert script.headers["Content-Type"] == "application/javascript; charset=utf-8"
@@ -154,9 +154,11 @@ async def test_pages_load_in_chromium_without_errors_or_csp_violations(
     for path, visit in visits.items():
         assert visit.violations == [], (path, visit.violations)
         assert visit.severe == [], (path, visit.severe)
-        # humans.js fetched /health and filled the figures
+        # humans.js fetched /status and filled the figures, counters included
         assert visit.state == "live", path
-        assert visit.live["status"] == "ok"
+        assert visit.live["status"] == "operational"
+        assert visit.live["channels"] == "1"  # the sandbox
+        assert visit.live["live_messages"] == "0"
         assert visit.live["public_minting_enabled"] == "yes"
         assert visit.live["instance_kind"] == server.settings.instance_kind
         assert visit.copied in ("Copied", "Selected: press Ctrl+C"), visit.copied
