@@ -38,7 +38,7 @@ def register(api: Api) -> None:
         require_admin(api, call)
         label = mint_label(await call.json())
         raw, key = await hub.mint_key(
-            label, audit_type="key.issue.admin", remote_addr=call.request.remote_addr
+            label, audit_type="key.issue.admin", remote_addr=api.clients.client_ip(call.request)
         )
         return 201, minted(settings, raw, key)
 
@@ -57,7 +57,7 @@ def register(api: Api) -> None:
                 "minting.toggle",
                 actor_key_id=None,
                 subject_key_id=None,
-                remote_addr=call.request.remote_addr,
+                remote_addr=api.clients.client_ip(call.request),
                 detail={"public_minting_enabled": enabled},
                 now=now,
             ),
@@ -67,7 +67,7 @@ def register(api: Api) -> None:
     async def set_paused(call: Call, identifier: str, paused: bool) -> Result:
         require_admin(api, call)
         actor = hub.channel_actor(identifier, None)  # id or alias, any access
-        state = await actor.call(actor.cmd_pause, paused, call.request.remote_addr)
+        state = await actor.call(actor.cmd_pause, paused, api.clients.client_ip(call.request))
         return 200, channel_view(state.config, hub.world)
 
     @api.route("POST", "/v1/admin/channels/<identifier>/pause", auth=False)

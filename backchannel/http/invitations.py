@@ -48,7 +48,7 @@ def register(api: Api) -> None:
 
     @api.route("GET", "/v1/channel-invitations/<invitation_id>", auth=False)
     async def resolve_invitation(call: Call, invitation_id: str) -> Result:
-        allowed, _ = lookups.hit(call.request.remote_addr or "unknown")
+        allowed, _ = lookups.hit(api.clients.client_ip(call.request))
         if not allowed:
             raise ApiError(
                 429,

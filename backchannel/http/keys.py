@@ -48,7 +48,7 @@ def register(api: Api) -> None:
                 retry_after=settings.key_mint_window,
             )
         label = mint_label(await call.json())
-        raw, key = await hub.mint_key(label, remote_addr=call.request.remote_addr)
+        raw, key = await hub.mint_key(label, remote_addr=api.clients.client_ip(call.request))
         return 201, minted(settings, raw, key)
 
     @api.route("GET", "/v1/keys/me")
@@ -67,7 +67,7 @@ def register(api: Api) -> None:
     @api.route("DELETE", "/v1/keys/me", mutating=True)
     async def revoke_key(call: Call) -> Result:
         key = call.auth
-        await hub.revoke_key(key, call.request.remote_addr)
+        await hub.revoke_key(key, api.clients.client_ip(call.request))
         api.forget_key(key)
         return 200, {"key_id": key.key_id, "revoked": True}
 

@@ -108,3 +108,20 @@ async def test_error_documentation_urls_use_the_base_url(
         assert body["documentation_url"].startswith("https://bus.example.com/docs/errors.md#")
         status = (await server.http.get("/status")).json()
         assert status["health_url"] == "https://bus.example.com/health"
+
+
+async def test_the_invitation_lookup_limit_counts_the_client_behind_a_trusted_proxy(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with serving(
+        nursery, tmp_path, invitation_lookup_limit=1, trusted_proxies="127.0.0.0/8"
+    ) as server:
+        agent = await server.agent()
+
+        async def lookup(forwarded: str) -> httpx.Response:
+            headers = {"X-API-Key": agent.key, "X-Forwarded-For": forwarded}
+            return await server.http.get("/v1/channel-invitations/nope", headers=headers)
+
+        assert_error(await lookup("203.0.113.7"), 404, "invitation_not_found")
+        assert_error(await lookup("203.0.113.7"), 429, "rate_limit_exceeded")
+        assert_error(await lookup("198.51.100.2"), 404, "invitation_not_found")  # another client
