@@ -10,9 +10,11 @@ notification arrives, then starts one attempt task per due delivery.
 
 An attempt first waits until the queueing record is durable (so a receiver
 never hears of a write that a crash could still undo), then takes a slot of
-its receiver (the webhook URL; ``webhook_per_host_concurrency``) and only then a global
-slot (``webhook_concurrency``): deliveries to a receiver that hangs or is
-down wait among themselves and never hold slots that other receivers need.
+its receiver (its webhook URL: at most ``webhook_per_host_concurrency``,
+with slow start, see :class:`_Receiver`) and only then a global slot
+(``webhook_concurrency``): deliveries to a receiver that hangs or is down
+wait among themselves and hold at most one of the slots others need.
+A receiver's answer is read (up to 64 KiB) so its connection is kept.
 Every attempt ends within ``webhook_timeout_seconds`` and is journaled as a
 ``WebhookAttempted`` event; a failure is retried on the configured
 schedule, then given up.
@@ -62,18 +64,36 @@ log = logging.getLogger(__name__)
 USER_AGENT = "Backchannel-Webhook/1"
 REFUSED = "refused:"  # starts the reason of an attempt refused for its target
 MAX_ANSWER_BYTES = 65_536  # of a receiver's answer body, read to keep the connection
+MAX_IDLE_RECEIVERS = 1_024  # receivers remembered (with their slot count) while idle
 MAX_TASKS_PER_RECEIVER = 64  # attempt tasks per receiver; more wait in its backlog
 
 
 class _Receiver:
-    """One receiver's slots, its attempt tasks, and the due deliveries waiting for a task."""
+    """One receiver's slots, its attempt tasks, and the due deliveries waiting for a task.
 
-    __slots__ = ("backlog", "limiter", "tasks")
+    Slow start: a receiver gets one slot, doubled after each delivered
+    attempt up to ``most``, and back to one after an attempt that timed
+    out or could not connect. A receiver that hangs or is down therefore
+    holds at most one global slot once its first attempt has failed, and
+    a new one holds one until it has answered; a healthy receiver reaches
+    ``most`` after three deliveries.
+    """
 
-    def __init__(self, slots: int) -> None:
-        self.limiter = trio.CapacityLimiter(slots)
+    __slots__ = ("backlog", "limiter", "most", "tasks")
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.limiter = trio.CapacityLimiter(1)
         self.tasks = 0
         self.backlog: deque[Delivery] = deque()
+
+    def answered(self, error: str | None) -> None:
+        """Adjust the slots after an attempt (``error`` None: delivered)."""
+        limiter = self.limiter
+        if error is None:
+            limiter.total_tokens = min(self.most, int(limiter.total_tokens) * 2)
+        elif not error.startswith("HTTP "):  # no answer at all: timeout, refused, DNS
+            limiter.total_tokens = 1
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -197,6 +217,7 @@ class WebhookSender:
                     error = f"internal error: {exc!r}"
                 finally:
                     self.in_flight -= 1
+            receiver.answered(error)
             if delivery.id in hub.world.outbox.pending:
                 self._record(delivery, error)
         except JournalFailed as exc:
@@ -208,8 +229,10 @@ class WebhookSender:
                 nursery.start_soon(self._attempt, nursery, client, following, key, receiver)
             else:
                 receiver.tasks -= 1
-                if receiver.tasks == 0 and self._receivers.get(key) is receiver:
-                    del self._receivers[key]
+                if receiver.tasks == 0 and len(self._receivers) > MAX_IDLE_RECEIVERS:
+                    # idle receivers keep their slot count, up to a bound
+                    for idle in [k for k, r in self._receivers.items() if not r.tasks]:
+                        del self._receivers[idle]
 
     def _record(self, delivery: Delivery, error: str | None) -> None:
         hub = self.hub

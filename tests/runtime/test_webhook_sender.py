@@ -102,13 +102,13 @@ async def test_a_hanging_receiver_holds_a_bounded_number_of_tasks(
         channel = (await hub.create_channel(alice, spec, [])).config.id
         for _ in range(6):
             await _post(hub, channel, "alice", [])
-        await receiver.wait_for(2)
+        await receiver.wait_for(1)
         await trio.sleep(0.3)
         assert hub.sender is not None
         (busy,) = hub.sender._receivers.values()
-        assert busy.tasks == 3  # two posting, one waiting for a slot
+        assert busy.tasks == 3  # one posting (slow start: one slot), two waiting for it
         assert len(busy.backlog) == 3  # waiting for a task
-        assert len(receiver.requests) == 2
+        assert len(receiver.requests) == 1
         receiver.hang = False
         for _ in range(200):
             if not hub.world.outbox.pending:
@@ -116,7 +116,8 @@ async def test_a_hanging_receiver_holds_a_bounded_number_of_tasks(
             await trio.sleep(0.05)
         delivered = {r.headers["x-backchannel-delivery"] for r in receiver.requests}
         assert len(delivered) == 6
-        assert hub.sender._receivers == {}
+        assert busy.tasks == 0
+        assert not busy.backlog
 
 
 async def test_the_target_guard_connects_only_to_addresses_it_checked(
@@ -168,3 +169,19 @@ async def test_member_added_is_delivered_once_queued(nursery: trio.Nursery, tmp_
             "member_key_id": "bck_newcomer",
             "approved_by": alice.key_id,
         }
+
+
+def test_slow_start_per_receiver() -> None:
+    receiver = webhooks._Receiver(8)
+    seen = [receiver.limiter.total_tokens]
+    for _ in range(4):
+        receiver.answered(None)
+        seen.append(receiver.limiter.total_tokens)
+    assert seen == [1, 2, 4, 8, 8]
+    receiver.answered("HTTP 500")  # it answered: still responsive
+    assert receiver.limiter.total_tokens == 8
+    receiver.answered("timeout after 10s")
+    assert receiver.limiter.total_tokens == 1
+    receiver.answered(None)
+    receiver.answered("ConnectError: [Errno 111] Connection refused")
+    assert receiver.limiter.total_tokens == 1
