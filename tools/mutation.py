@@ -42,7 +42,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DIRS = {
     "core": ["tests/core", "tests/storage", "tests/runtime"],
-    "storage": ["tests/storage", "tests/core/test_state_machine.py", "tests/runtime"],
+    "storage": [
+        "tests/storage",
+        "tests/core/test_state_machine.py",
+        "tests/runtime/test_snapshot_files.py",
+        "tests/test_config.py",
+    ],
     "runtime": ["tests/runtime"],
 }
 # real servers in subprocesses run the unmutated code: useless here, and slow
