@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from backchannel.storage import snapshot as snapshot_module
 from backchannel.storage.framing import encode_segment_header
 from backchannel.storage.log import LogWriter, list_segments, segment_name
 from backchannel.storage.recovery import CorruptLog, recover
@@ -75,7 +74,7 @@ def test_a_snapshot_is_written_through_a_tmp_file_with_mode_0644(
         renamed.append((Path(src).name, Path(dst).name))
         stock_replace(src, dst)
 
-    monkeypatch.setattr(snapshot_module.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     umask = os.umask(0o022)
     try:
         path = write_snapshot(tmp_path / "new" / "dir", 7, b"state")
