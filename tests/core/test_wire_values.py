@@ -6,6 +6,9 @@ timestamps), written out here, not read from the code under test.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from backchannel.core import errors
@@ -16,25 +19,26 @@ T = 1_764_329_642_203_069  # 2025-11-28T11:34:02.203069+00:00
 
 
 @pytest.mark.parametrize(
-    ("error", "status", "code", "mentions"),
+    ("make", "args", "status", "code", "mentions"),
     [
-        (errors.missing_field("name"), 422, "missing_field", "'name'"),
-        (errors.invalid_string("label"), 422, "invalid_string", "'label'"),
-        (errors.invalid_object("metadata"), 422, "invalid_object", "'metadata'"),
-        (errors.invalid_query("limit", "must be an integer"), 400, "invalid_query", "'limit'"),
-        (errors.channel_not_found("jobs"), 404, "channel_not_found", "'jobs'"),
-        (errors.message_not_found(), 404, "message_not_found", "not found"),
-        (errors.actor_not_found("bot"), 404, "actor_not_found", "'bot'"),
-        (errors.access_denied(), 403, "channel_access_denied", "member"),
-        (errors.actor_forbidden(), 403, "actor_forbidden", "actor"),
-        (errors.already_claimed(), 409, "already_claimed", "claimed"),
-        (errors.not_claimable(), 409, "channel_not_claimable", "not claimable"),
-        (errors.invalid_lease_seconds(5, 3600), 422, "invalid_lease_seconds", "5 and 3600"),
+        (errors.missing_field, ("name",), 422, "missing_field", "'name'"),
+        (errors.invalid_string, ("label",), 422, "invalid_string", "'label'"),
+        (errors.invalid_object, ("metadata",), 422, "invalid_object", "'metadata'"),
+        (errors.invalid_query, ("limit", "must be an int"), 400, "invalid_query", "'limit'"),
+        (errors.channel_not_found, ("jobs",), 404, "channel_not_found", "'jobs'"),
+        (errors.message_not_found, (), 404, "message_not_found", "not found"),
+        (errors.actor_not_found, ("bot",), 404, "actor_not_found", "'bot'"),
+        (errors.access_denied, (), 403, "channel_access_denied", "member"),
+        (errors.actor_forbidden, (), 403, "actor_forbidden", "actor"),
+        (errors.already_claimed, (), 409, "already_claimed", "claimed"),
+        (errors.not_claimable, (), 409, "channel_not_claimable", "not claimable"),
+        (errors.invalid_lease_seconds, (5, 3600), 422, "invalid_lease_seconds", "5 and 3600"),
     ],
 )
 def test_each_refusal_carries_its_contract_status_and_code(
-    error: ApiError, status: int, code: str, mentions: str
+    make: Callable[..., ApiError], args: tuple[Any, ...], status: int, code: str, mentions: str
 ) -> None:
+    error = make(*args)  # built here, not at collection: the code under test runs in the test
     assert (error.status, error.code) == (status, code)
     assert mentions in error.message
     assert str(error) == error.message
