@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from backchannel.core.errors import ApiError
-from backchannel.core.events import from_wire, to_wire
+from backchannel.core.events import ChannelCreated, from_wire, to_wire
 from backchannel.core.records import KeyRecord
 from backchannel.core.world import World
 
@@ -136,3 +136,61 @@ def test_the_retention_purge_takes_entries_archived_strictly_before_its_bound() 
     assert [e.message.id for e in state.history] == [ids[1]]  # archived at the bound: kept
     assert set(state.archived) == {ids[1]}
     assert state.next_deadline() == purge_at + 1
+
+
+def test_authentication_refuses_each_bad_key_with_its_reason() -> None:
+    world = World()
+    raw, event = world.decide_mint("alice", T0)
+    world.apply(event, 1)
+    assert world.authenticate(raw) is world.keys[event.key_id]
+    key_id, _, secret = raw.partition(".")
+    cases = [
+        (None, "Missing X-API-Key header"),
+        ("", "Missing X-API-Key header"),
+        (key_id, "Malformed API key"),
+        (f".{secret}", "Malformed API key"),
+        (f"{key_id}.", "Malformed API key"),
+        (f"{key_id}.{secret}x", "Invalid API key"),
+        (f"bck_nobody.{secret}", "Invalid API key"),
+    ]
+    for value, reason in cases:
+        with pytest.raises(ApiError) as refused:
+            world.authenticate(value)
+        assert (refused.value.status, refused.value.code, refused.value.message) == (
+            401,
+            "unauthorized",
+            reason,
+        ), value
+    world.apply(world.decide_revoke(world.keys[event.key_id], T0 + 1), 2)
+    with pytest.raises(ApiError) as refused:
+        world.authenticate(raw)
+    assert (refused.value.status, refused.value.message) == (401, "Inactive API key")
+    assert "alice" not in world.active_labels
+
+
+def test_a_channel_resolves_by_id_alias_or_the_callers_newest_of_that_name() -> None:
+    world = World()
+    alice, bob = mint(world, "alice"), mint(world, "bob")
+    older = world.decide_create_channel(alice, spec("jobs"), [], T0)
+    world.apply(older, 10)
+    newer = world.decide_create_channel(alice, spec("jobs"), [], T0 + 1)
+    world.apply(newer, 11)
+    private = world.decide_create_channel(bob, spec("secret", access="private"), [], T0)
+    world.apply(private, 12)
+    assert world.resolve_channel(older.channel_id, alice).config.id == older.channel_id
+    assert world.resolve_channel(older.channel_id, None).config.id == older.channel_id
+    assert world.resolve_channel("jobs", alice).config.id == newer.channel_id
+    for who in (bob, None):  # a name is the caller's own
+        with pytest.raises(ApiError) as refused:
+            world.resolve_channel("jobs", who)
+        assert (refused.value.status, refused.value.code) == (404, "channel_not_found")
+        assert "'jobs'" in refused.value.message
+    with pytest.raises(ApiError) as refused:
+        world.resolve_channel(private.channel_id, alice)
+    assert (refused.value.status, refused.value.code) == (403, "channel_access_denied")
+    assert world.resolve_channel(private.channel_id, bob).config.id == private.channel_id
+    assert world.resolve_channel(private.channel_id, None).config.id == private.channel_id
+    made = world.decide_create_channel(bob, spec("public"), [], T0)
+    world.apply(ChannelCreated(made.channel_id, made.config, ["lobby"], T0), 13)
+    for who in (alice, None):
+        assert world.resolve_channel("lobby", who).config.id == made.channel_id
