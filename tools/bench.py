@@ -64,10 +64,10 @@ import http.client
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -206,10 +206,18 @@ def somaxconn() -> int | None:
         return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+# servers bind port 0 and log the address they got (ours: "serving on",
+# hypercorn's own: "Running on"); reading it back leaves no window in which
+# another process could take a port we picked and released
+BOUND = re.compile(r"(?:serving on|Running on) http://[^\s:]+:(\d+)")
+
+
+def bound_port(log_path: Path) -> int | None:
+    try:
+        found = BOUND.search(log_path.read_text(errors="replace"))
+    except OSError:
+        return None
+    return int(found[1]) if found else None
 
 
 # --------------------------------------------------------------------------- servers
@@ -318,18 +326,17 @@ def _start(kind: str, pinning: Pinning, env: dict[str, str], data_dir: str | Non
     own_dir = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix=f"bench-{kind}-")
     log_path = Path(tempfile.mkstemp(prefix=f"bench-{kind}-", suffix=".log")[1])
-    port = free_port()
     started = time.monotonic()
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [*pinning.server, *server_command(kind, port, data_dir)],
+            [*pinning.server, *server_command(kind, 0, data_dir)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = Server(kind, port, proc, data_dir, log_path, 0.0)
+    server = Server(kind, 0, proc, data_dir, log_path, 0.0)
     server.stop_info["own_dir"] = own_dir
     deadline = started + READY_TIMEOUT_S
     while True:
@@ -339,8 +346,11 @@ def _start(kind: str, pinning: Pinning, env: dict[str, str], data_dir: str | Non
             raise ScenarioError(
                 f"{kind} server exited with {proc.returncode} before it was ready:\n{tail}"
             )
+        server.port = server.port or bound_port(log_path) or 0
         with contextlib.suppress(OSError, http.client.HTTPException):
-            status, body = http_get(port, "/health", timeout=1.0)
+            if not server.port:
+                raise OSError("no port logged yet")
+            status, body = http_get(server.port, "/health", timeout=1.0)
             if status == 200:
                 with contextlib.suppress(ValueError):
                     server.health = json.loads(body)

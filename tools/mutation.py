@@ -17,7 +17,10 @@ by side. Mutants are tried against the fast, in-process tests of the
 layers that use the package (``TEST_DIRS``); the real-server HTTP tests
 are left out, so the kill rate is a lower bound. A rerun in the same
 workdir resumes where the last one stopped (mutmut keeps its results in
-``mutants/``). ``--budget`` stops a run after that many seconds; the
+``mutants/``); the tests are copied afresh each time, and
+``--rerun-survivors`` tries the survivors again by name (after adding
+tests, or to confirm them: under load a mutant has been seen to survive a
+full run yet be killed when run alone). ``--budget`` stops a run after that many seconds; the
 report then counts only the mutants that were tried.
 
 The closing lines print the kill rate per module and package: killed /
@@ -42,7 +45,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DIRS = {
     "core": ["tests/core", "tests/storage", "tests/runtime"],
-    "storage": ["tests/storage", "tests/core/test_state_machine.py", "tests/runtime"],
+    "storage": [
+        "tests/storage",
+        "tests/core/test_state_machine.py",
+        "tests/runtime/test_snapshot_files.py",
+        "tests/test_config.py",
+    ],
     "runtime": ["tests/runtime"],
 }
 # real servers in subprocesses run the unmutated code: useless here, and slow
@@ -69,8 +77,8 @@ def prepare(workdir: Path, package: str, only: list[str]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("backchannel", "tests", "tools"):
         target = workdir / name
-        if target.exists() and not (workdir / "mutants").exists():
-            shutil.rmtree(target)
+        if target.exists() and (name == "tests" or not (workdir / "mutants").exists()):
+            shutil.rmtree(target)  # tests are always fresh; mutmut copies them in again
         if not target.exists():
             shutil.copytree(
                 ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -129,6 +137,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--budget", type=float, help="stop after this many seconds")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="run the survivors again, by name (after new tests: copy them in first)",
+    )
     parser.add_argument("--survivors", action="store_true", help="list surviving mutants")
     args = parser.parse_args()
     workdir = args.workdir or Path(f"/tmp/bc-mutation-{args.package}")
@@ -140,8 +153,12 @@ def main() -> int:
         prepare(workdir, args.package, args.only)
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         started = time.monotonic()
+        names: list[str] = []
+        if args.rerun_survivors:
+            names = [n for n, status in results(workdir).items() if status == "survived"]
+            print(f"running {len(names)} survivors again")
         with subprocess.Popen(
-            [str(mutmut), "run", "--max-children", "1"],
+            [str(mutmut), "run", "--max-children", "1", *names],
             cwd=workdir,
             env=env,
             start_new_session=True,

@@ -15,7 +15,7 @@ Hub's indexes must equal the model's:
 - each actor's live messages, holders and lease deadlines.
 
 Channels: ``jobs`` (claimable), ``queue`` (claimable, at most 3 live) and
-``news`` (broadcast), all with a 300 s TTL. Keys: ``alice`` (the owner,
+``news`` (broadcast, with a metadata schema), all with a 300 s TTL. Keys: ``alice`` (the owner,
 never revoked), ``bob`` and ``carol``. Each key acts as its default actor.
 """
 
@@ -39,13 +39,21 @@ from tests.conftest import test_settings
 SECOND = 1_000_000
 TTL = 300
 CHANNELS = (("jobs", "claimable", None), ("queue", "claimable", 3), ("news", "broadcast", None))
+SCHEMA = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+SCHEMA_CHANNEL = 2  # news checks metadata against SCHEMA
 LABELS = ("alice", "bob", "carol")
 
 KEY = st.integers(0, 2)
 PICK = st.integers(0, 1_000)
 LEASE = st.sampled_from([5, 30, 600])  # 600 s outlives the message's 300 s TTL
 OPERATION = st.one_of(
-    st.tuples(st.just("post"), st.integers(0, 2), KEY, st.one_of(st.none(), st.integers(0, 2))),
+    st.tuples(
+        st.just("post"),
+        st.integers(0, 2),
+        KEY,
+        st.one_of(st.none(), st.integers(0, 2)),
+        st.sampled_from([{"n": 1}, {"n": 1}, {"n": "one"}, {}]),
+    ),
     st.tuples(st.just("burst"), st.integers(0, 2), KEY, st.integers(2, 5)),
     st.tuples(st.just("claim"), PICK, KEY, LEASE),
     st.tuples(st.just("heartbeat"), PICK, KEY, LEASE),
@@ -87,7 +95,7 @@ class Run:
         self.tokens: list[str] = []
         self.revoked: set[int] = set()
         self.stored: dict[tuple[int, str], tuple[str, Answer]] = {}  # idempotent replies
-        self.last_idempotent: tuple[str, int, int, int] | None = None
+        self.last_idempotent: tuple[int, int, int, dict[str, Any]] | None = None
         self.posts = 0
 
     # -- plumbing ---------------------------------------------------------------
@@ -136,19 +144,25 @@ class Run:
             spec: dict[str, Any] = {"name": name, "mode": mode, "ttl_seconds": TTL}
             if cap is not None:
                 spec["max_messages"] = cap
+            if len(self.channel_ids) == SCHEMA_CHANNEL:
+                spec["metadata_schema"] = SCHEMA
             created = await self.request("POST", "/v1/channels", 0, spec)
             self.expect(created, 201)
             self.channel_ids.append(created.body["id"])
 
     # -- operations ---------------------------------------------------------------
 
-    async def post(self, channel: int, key: int, idem: int | None) -> None:
+    async def post(
+        self, channel: int, key: int, idem: int | None, metadata: dict[str, Any] | None = None
+    ) -> None:
         path = f"/v1/channels/{self.channel_ids[channel]}/messages"
         idem_key = f"idem-{idem}" if idem is not None else None
+        metadata = {"n": 1} if metadata is None else metadata
         if idem is not None:
-            self.last_idempotent = ("post", channel, key, idem)
+            self.last_idempotent = (channel, key, idem, metadata)
         self.posts += 1
-        answer = await self.request("POST", path, key, {"content": f"p{self.posts}"}, idem_key)
+        body = {"content": f"p{self.posts}", "metadata": metadata}
+        answer = await self.request("POST", path, key, body, idem_key)
         if key in self.revoked:
             return self.expect(answer, 401, "unauthorized")
         if idem_key is not None and (key, idem_key) in self.stored:
@@ -157,6 +171,11 @@ class Run:
                 return self.expect(answer, 422, "idempotency_key_reused")
             assert answer == first  # replayed: same status, same message, nothing new
             return None
+        if channel == SCHEMA_CHANNEL and not isinstance(metadata.get("n"), int):
+            self.expect(answer, 422, "metadata_validation_failed")
+            issue = "required field missing" if "n" not in metadata else "expected type 'integer'"
+            assert answer.body["violations"] == [{"field": "metadata.n", "issue": issue}]
+            return None  # refused: nothing posted, nothing stored for a replay
         self.expect(answer, 201)
         message_id = answer.body["message"]["id"]
         assert message_id not in self.msgs
@@ -277,8 +296,7 @@ class Run:
 
     async def retry(self) -> None:
         if self.last_idempotent is not None:
-            _kind, channel, key, idem = self.last_idempotent
-            await self.post(channel, key, idem)
+            await self.post(*self.last_idempotent)
 
     # -- the check ----------------------------------------------------------------
 
@@ -332,9 +350,11 @@ def test_a_lease_lapses_between_two_heartbeats_and_its_token_leaves_the_index() 
     """A fixed program, so the interesting path runs whatever Hypothesis draws."""
     run_program(
         [
-            ("post", 0, 0, 0),
+            ("post", 0, 0, 0, {"n": 1}),
             ("retry",),
-            ("post", 1, 1, None),
+            ("post", 2, 1, 1, {"n": "one"}),  # refused by the schema: a retry runs it again
+            ("retry",),
+            ("post", 1, 1, None, {}),
             ("claim", 0, 1, 5),
             ("heartbeat", 0, 1, 30),
             ("advance", 25),
@@ -345,8 +365,9 @@ def test_a_lease_lapses_between_two_heartbeats_and_its_token_leaves_the_index() 
             ("ack", 0, 2),
             ("claim", 0, 2, 30),
             ("revoke", 2),
-            ("post", 0, 2, 0),
-            ("post", 2, 0, 0),
+            ("post", 0, 2, 0, {}),
+            ("post", 2, 0, 0, {"n": 2}),
+            ("post", 2, 0, None, {}),
             ("claim", 1, 1, 600),
             ("burst", 1, 0, 3),  # the queue keeps 3: bob's leased message is dropped
             ("claim", 2, 1, 600),

@@ -1,8 +1,10 @@
-"""The journal task on the real clock (file I/O in worker threads).
+"""The journal task with real files (file I/O in worker threads).
 
 MockClock autojump would jump while a worker thread fsyncs (style.md #10),
 so these tests use real time and real files under ``tmp_path``; each test
-is guarded by ``trio.fail_after`` as well as pytest-timeout.
+is guarded by ``trio.fail_after`` as well as pytest-timeout. The
+``interval`` tests run on a MockClock that only the test moves (no
+autojump), so they assert exact instants without sleeping.
 """
 
 from __future__ import annotations
@@ -147,36 +149,47 @@ async def test_always_waiter_released_only_after_fsync(tmp_path: Path, spy: Sync
         assert journal.statistics().last_synced_seq == seq
 
 
-@guarded
-async def test_interval_releases_after_write_and_syncs_later(tmp_path: Path, spy: SyncSpy) -> None:
-    interval = 0.2
+async def test_interval_releases_after_write_and_syncs_once_per_interval(
+    tmp_path: Path, spy: SyncSpy, mock_clock: trio.testing.MockClock
+) -> None:
+    """On a MockClock moved by hand (no autojump, so a busy worker thread is
+    never mistaken for idleness): writes are answered at once, and the fsync
+    waits for the interval, whatever the number of writes."""
     async with running(
-        FileJournal(tmp_path, next_seq=1, fsync="interval", interval=interval)
+        FileJournal(tmp_path, next_seq=1, fsync="interval", interval=0.2)
     ) as journal:
-        started = time.monotonic()
-        for n in range(20):
+        for n in range(10):
             await journal.wait_durable(journal.append_nowait(n))
-        elapsed = time.monotonic() - started
         stats = journal.statistics()
-        assert stats.last_durable_seq == 20
-        assert stats.batches == 20
-        assert [seq for seq, _ in _on_disk(tmp_path)] == list(range(1, 21))
-        # at most one fsync per interval while writing (none before the first interval)
-        assert len(spy.calls) <= elapsed // interval
+        assert (stats.last_durable_seq, stats.batches) == (10, 10)
+        assert [seq for seq, _ in _on_disk(tmp_path)] == list(range(1, 11))
+        assert spy.calls == []  # no virtual time has passed
+        mock_clock.jump(0.199)
+        await journal.wait_durable(journal.append_nowait(10))
+        assert spy.calls == []
+        mock_clock.jump(0.002)
+        await journal.wait_durable(journal.append_nowait(11))  # due: this batch fsyncs
+        assert len(spy.calls) == 1
+        assert journal.statistics().last_synced_seq == 12
+        for n in range(5):
+            await journal.wait_durable(journal.append_nowait(n))
+        assert len(spy.calls) == 1  # at most one per interval
         await journal.flush()
-        assert journal.statistics().last_synced_seq == 20
+        assert journal.statistics().last_synced_seq == 17
 
 
-@guarded
-async def test_interval_fsyncs_when_idle(tmp_path: Path, spy: SyncSpy) -> None:
-    interval = 0.3
-    journal = FileJournal(tmp_path, next_seq=1, fsync="interval", interval=interval)
-    started = time.monotonic()
+async def test_interval_fsyncs_when_idle(
+    tmp_path: Path, spy: SyncSpy, mock_clock: trio.testing.MockClock
+) -> None:
+    journal = FileJournal(tmp_path, next_seq=1, fsync="interval", interval=0.3)
     async with running(journal):
         await journal.wait_durable(journal.append_nowait("x"))
         assert journal.statistics().last_synced_seq == 0
-        await spy.wait_entered()  # no further append: the timer does it
-        assert time.monotonic() - started >= interval * 0.9
+        mock_clock.jump(0.299)
+        await trio.testing.wait_all_tasks_blocked()
+        assert spy.calls == []
+        mock_clock.jump(0.002)  # no further append: the timer does it
+        await spy.wait_entered()
 
 
 @guarded

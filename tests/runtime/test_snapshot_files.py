@@ -132,12 +132,15 @@ async def test_snapshot_inspect_and_verify(
 
     segment = list_segments(data_dir)[0]
     flip_last_byte(segment)
+    misnamed = data_dir / f"snapshot-{seq + 1:020d}.bcsnap"
+    misnamed.write_bytes(path.read_bytes())  # its header says another seq
     flip_last_byte(path)
     assert cli.main(["snapshot", "verify", str(data_dir)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"BAD  {path.name}: corrupt snapshot")
+    assert out[0].startswith(f"BAD  {misnamed.name}: corrupt snapshot")
+    assert out[1].startswith(f"BAD  {path.name}: corrupt snapshot")
     assert any(line.startswith(f"BAD  {segment.name}: crc at offset ") for line in out)
-    assert out[-1] == "2 problem(s)"
+    assert out[-1] == "3 problem(s)"
 
     assert cli.main(["snapshot", "inspect", str(path)]) == 1
     assert "cannot read snapshot" in capsys.readouterr().err

@@ -29,7 +29,7 @@ SERVER_ENV = {
 
 def test_kill_9_loses_no_answered_write() -> None:
     result = subprocess.run(
-        [sys.executable, str(CRASH_TOOL), "--kills", "3", "--duration-per-cycle", "1.5"],
+        [sys.executable, str(CRASH_TOOL), "--kills", "3", "--duration-per-cycle", "1"],
         capture_output=True,
         text=True,
         timeout=90,

@@ -18,6 +18,7 @@ import pytest
 from backchannel.storage.framing import encode_frame, encode_segment_header
 from backchannel.storage.log import LogWriter, list_segments, read_segment, segment_name
 from backchannel.storage.recovery import CorruptLog, recover
+from backchannel.storage.snapshot import snapshot_name, write_snapshot
 
 
 def _records(first: int, last: int) -> list[tuple[int, Any]]:
@@ -109,3 +110,15 @@ def test_an_empty_newest_segment_named_for_the_next_seq_is_a_crash_artefact(
     assert result.records == _records(1, 5)
     assert list_segments(tmp_path) == [first]
     assert result.truncated_tail
+
+
+def test_the_startup_line_says_what_was_loaded(tmp_path: Path) -> None:
+    _log(tmp_path, (1, 3), (4, 6))
+    assert recover(tmp_path).describe() == ("recovered no snapshot + 6 log records, last seq 6")
+    write_snapshot(tmp_path, 4, b"state")
+    last = list_segments(tmp_path)[-1]
+    with last.open("ab") as f:
+        f.write(b"\x00\x01")  # a torn tail: one warning
+    assert recover(tmp_path).describe() == (
+        f"recovered snapshot {snapshot_name(4)} (seq 4) + 2 log records, last seq 6 (1 warnings)"
+    )

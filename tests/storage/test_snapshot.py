@@ -78,6 +78,7 @@ def test_corruption_is_detected(
     with pytest.raises(CorruptSnapshot, match=reason) as info:
         load_snapshot(path)
     assert info.value.path == path
+    assert reason in info.value.reason
     assert str(path) in str(info.value)
 
 
@@ -108,5 +109,7 @@ def test_prune_keeps_newest_and_removes_temp_files(tmp_path: Path) -> None:
     assert [p.name for p in list_snapshots(tmp_path)] == [snapshot_name(4), snapshot_name(3)]
     assert unrelated.exists()
     assert prune_snapshots(tmp_path, keep=2) == []
+    assert prune_snapshots(tmp_path, keep=1) == [tmp_path / snapshot_name(3)]
+    assert [p.name for p in list_snapshots(tmp_path)] == [snapshot_name(4)]
     with pytest.raises(ValueError, match="keep"):
         prune_snapshots(tmp_path, keep=0)
