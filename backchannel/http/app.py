@@ -23,6 +23,7 @@ from backchannel.http import (
     admin,
     channel_admin,
     channels,
+    delivery,
     invitations,
     keys,
     members,
@@ -69,6 +70,7 @@ def create_app(hub: Hub) -> QuartTrio:
         sessions,
         admin,
         security,
+        delivery,
     ):
         routes.register(api)
 

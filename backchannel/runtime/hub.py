@@ -113,6 +113,7 @@ class Hub:
         self._stopping.set()
         for actor in self.actors.values():
             actor.wake_all()
+            actor.release_claimers()
             actor.close()
         self._background.cancel()
         self._purging.cancel()
@@ -245,6 +246,7 @@ class Hub:
             self.forget_messages(state.live.values())
             self.forget_messages(entry.message for entry in state.history)
             actor.wake_all()
+            actor.release_claimers()
             actor.close()
         await settle(self.journal, seq)
 
@@ -364,6 +366,8 @@ class Hub:
             "max_writes_per_minute": None,
             "webhook_url": None,
             "webhook_secret": None,
+            "max_deliveries": None,
+            "dead_letter_channel": None,
         }
 
     def statistics(self) -> HubStatistics:
