@@ -128,6 +128,8 @@ class Hub:
                 self.lease_index[message.lease_token] = message.id
         for message_id in state.archived:
             self.message_index[message_id] = actor
+        for message_id in state.delayed:  # not visible yet: claimable by id once it is
+            self.message_index[message_id] = actor
         await self._nursery.start(actor.run)
         return actor
 
@@ -244,6 +246,7 @@ class Hub:
         if actor is not None:
             actor.deleted = True
             self.forget_messages(state.live.values())
+            self.forget_messages(state.delayed.values())
             self.forget_messages(entry.message for entry in state.history)
             actor.wake_all()
             actor.release_claimers()

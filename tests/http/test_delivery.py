@@ -252,3 +252,25 @@ async def test_a_delayed_message_shows_once_after_later_messages_through_cursors
     seen = ok(await owner.get(path, params={"cursor": posted["next_cursor"]}))
     assert [m["content"] for m in seen["data"]] == ["now", "later"]
     assert seen["data"][1]["visible_at"] >= delayed["visible_at"]
+
+
+async def test_delayed_posts_and_dead_letters_survive_a_restart(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with serving(nursery, tmp_path) as server:
+        owner, jobs, dlq = await pair(server)
+        key = owner.key
+        moved = await owner.send(jobs, "moved")
+        ok(await owner.post(f"/v1/channels/{jobs}/claim-next"))
+        ok(await owner.post(f"/v1/messages/{moved['id']}/release", {}))
+        path = f"/v1/channels/{jobs}/messages"
+        delayed = ok(await owner.post(path, {"content": "later", "delay_seconds": 1}), 201)
+    async with serving(nursery, tmp_path) as server:
+        owner = Agent(server.http, key, "", "owner")
+        await trio.sleep(1.2)
+        [shown] = ok(await owner.get(path))["data"]
+        assert shown["id"] == delayed["message"]["id"]
+        claimed = ok(await owner.post(f"/v1/messages/{shown['id']}/claim", {}))
+        assert claimed["status"] == "claimed"
+        [copy] = ok(await owner.get(f"/v1/channels/{dlq}/messages"))["data"]
+        assert copy["metadata"]["dead_letter"]["source_message_id"] == moved["id"]
