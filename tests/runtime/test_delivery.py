@@ -389,3 +389,24 @@ async def test_a_delayed_message_cannot_be_claimed_by_id_before_it_is_visible(
                 await actor.call(actor.cmd_claim, owner, delayed.id, None, None)
             assert refused.value.code == "message_not_found"
             assert await wait_claim(hub, actor, Client(owner), 0) is None
+
+
+async def test_a_delayed_message_expires_a_ttl_after_it_became_visible(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    with trio.fail_after(100_000):  # the TTL is a day of virtual time
+        async with runtime(tmp_path) as hub:
+            _raw, owner = await hub.mint_key("owner")
+            actor = await open_channel(hub, owner)
+            ttl = actor.state.config.ttl_seconds
+            start = trio.current_time()
+            delayed, _ = await actor.call(
+                actor.cmd_post_later, 100 * SECOND, owner, "later", {}, None, None, None
+            )
+            await trio.sleep_until(start + 100 + ttl - 0.001)
+            assert delayed.id in actor.state.live
+            await trio.sleep_until(start + 100 + ttl + 0.001)
+            assert delayed.id not in actor.state.live
+            entry = actor.state.archived[delayed.id]
+            assert entry.reason == "expired"
+            assert entry.archived_at == delayed.visible_at + ttl * SECOND
