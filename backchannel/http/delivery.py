@@ -1,20 +1,14 @@
 """Routes and fields of the delivery semantics: claim-next that waits, dead
 letters and redrive, delayed posts (issue 12).
 
-Claim-next with ``wait``: the command that finds nothing queues the caller
-as a :class:`~backchannel.runtime.claimers.Claimer` in the same actor step,
-so no message that becomes visible afterwards can be missed; the handler
-then sleeps until it is handed a claim, the deadline passes (answer
-``{"claimed": null}``) or the client leaves. Parked claimers count against
-``LONGPOLL_MAX_WAITERS`` like long-polls; past the cap the answer is
-immediate.
+Claim-next (with or without ``wait``) is
+:func:`backchannel.runtime.claimers.claim_next`, the one entry point other
+front ends (the MCP tools) use too; here it watches the request's client.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import trio
 
 from backchannel.core import errors
 from backchannel.core.errors import ApiError
@@ -24,9 +18,8 @@ from backchannel.http import fields
 from backchannel.http.api import Api, Call, Result
 from backchannel.http.request import Disconnected
 from backchannel.http.views import message_view
+from backchannel.runtime import claimers
 from backchannel.runtime.actor import ChannelActor, ClaimResult
-from backchannel.runtime.claimers import Claimer
-from backchannel.runtime.durable import settle
 from backchannel.runtime.hub import Hub
 
 MAX_DELAY_SECONDS = 86_400
@@ -138,57 +131,17 @@ async def claim_next(
     wait: float,
     strict: bool,
 ) -> ClaimResult | None:
-    """Claim the oldest visible unclaimed message, waiting up to ``wait`` seconds.
+    """:func:`backchannel.runtime.claimers.claim_next` for a request, watching its client.
 
     Raises:
-        Disconnected: the client left while parked (a claim handed over in
-            that instant has been given back).
-        ApiError: as ``cmd_claim_next``; 403/404 for a key that lost access
-            or a channel deleted while parked.
+        Disconnected: the client left while parked.
     """
-    deadline = trio.current_time() + wait
-    parking = wait > 0 and hub.parked < hub.settings.longpoll_max_waiters
-    claimer = Claimer(call.auth, lease_us) if parking else None
-    answered = False
     try:
-        result = await actor.call(
-            actor.cmd_claim_next, call.auth, acting, lease_us, claimer, strict
+        return await claimers.claim_next(
+            hub, actor, call.auth, acting, lease_us, wait, strict, call.request.park
         )
-        if claimer is None or not claimer.queued:
-            answered = True
-            return result
-        hub.parked += 1
-        actor.waiters += 1
-        try:
-            present = await call.request.park(claimer.wait, deadline)
-        finally:
-            hub.parked -= 1
-            actor.waiters -= 1
-        if not present:
-            raise Disconnected
-        if claimer.result is None:
-            answered = True
-            actor.admit(call.auth)  # deleted or access lost while parked
-            return None
-        await settle(hub.journal, claimer.seq)
-        answered = True
-        return claimer.result
-    finally:
-        if claimer is not None and not answered:
-            claimer.withdraw()
-            given = claimer.result
-            if given is not None:  # handed over as the caller left: give it back
-                hub.spawn(_give_back, actor, given)
-
-
-async def _give_back(actor: ChannelActor, given: ClaimResult) -> None:
-    message = given.message
-    if message.claimed_by_id is None or message.claimed_at is None:
-        return
-    try:
-        await actor.call(actor.cmd_return, message.id, message.claimed_by_id, message.claimed_at)
-    except ApiError:
-        pass  # the channel was deleted meanwhile
+    except claimers.ClaimerGone:
+        raise Disconnected from None
 
 
 def claim_answer(result: ClaimResult | None, actor: ChannelActor, hub: Hub) -> dict[str, Any]:

@@ -21,19 +21,104 @@ message returns to the pool uncounted and goes to the next claimer.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
 import trio.lowlevel
 
+from backchannel.core.errors import ApiError
 from backchannel.core.records import KeyRecord
+from backchannel.runtime.durable import settle
 
 if TYPE_CHECKING:
-    from backchannel.runtime.actor import ClaimResult
+    from backchannel.runtime.actor import ChannelActor, ClaimResult
+    from backchannel.runtime.hub import Hub
 
 OnLeave = Callable[[Callable[[], None] | None], None]
+Sleep = Callable[[float, OnLeave | None], Awaitable[bool]]
+Park = Callable[[Sleep, float], Awaitable[bool]]
+
+
+class ClaimerGone(Exception):
+    """The waiting caller's client left; any claim handed over has been given back."""
+
+
+async def _no_watch(
+    fn: Callable[[float, OnLeave | None], Awaitable[bool]], deadline: float
+) -> bool:
+    return await fn(deadline, None)
+
+
+async def claim_next(
+    hub: Hub,
+    actor: ChannelActor,
+    key: KeyRecord,
+    acting: str | None,
+    lease_us: int | None,
+    wait: float,
+    strict: bool,
+    park: Park = _no_watch,
+) -> ClaimResult | None:
+    """Claim the oldest visible unclaimed message, waiting up to ``wait`` seconds.
+
+    The one entry point for claim-next (HTTP routes, MCP tools): the actor
+    command :meth:`ChannelActor.cmd_claim_next` either claims at once or
+    queues a :class:`Claimer` in the same step; this then sleeps until a
+    claim is handed over (answered once durable), the deadline (None) or
+    the client leaving. ``park(fn, deadline)`` runs ``fn(deadline, on_leave)``
+    while watching the client (``Request.park``); the default watches nothing.
+    Parked callers count against ``LONGPOLL_MAX_WAITERS``; past it, no wait.
+
+    Raises:
+        ClaimerGone: the client left while parked.
+        ApiError: as ``cmd_claim_next``; 403/404 for a key that lost access
+            or a channel deleted while parked.
+    """
+    deadline = trio.current_time() + wait
+    parking = wait > 0 and hub.parked < hub.settings.longpoll_max_waiters
+    claimer = Claimer(key, lease_us) if parking else None
+    answered = False
+    try:
+        result: ClaimResult | None = await actor.call(
+            actor.cmd_claim_next, key, acting, lease_us, claimer, strict
+        )
+        if claimer is None or not claimer.queued:
+            answered = True
+            return result
+        hub.parked += 1
+        actor.waiters += 1
+        try:
+            present = await park(claimer.wait, deadline)
+        finally:
+            hub.parked -= 1
+            actor.waiters -= 1
+        if not present:
+            raise ClaimerGone
+        if claimer.result is None:
+            answered = True
+            actor.admit(key)  # deleted or access lost while parked
+            return None
+        await settle(hub.journal, claimer.seq)
+        answered = True
+        return claimer.result
+    finally:
+        if claimer is not None and not answered:
+            claimer.withdraw()
+            given = claimer.result
+            if given is not None:  # handed over as the caller left: give it back
+                hub.spawn(_give_back, actor, given)
+
+
+async def _give_back(actor: ChannelActor, given: ClaimResult) -> None:
+    message = given.message
+    if message.claimed_by_id is None or message.claimed_at is None:
+        return
+    try:
+        await actor.call(actor.cmd_return, message.id, message.claimed_by_id, message.claimed_at)
+    except ApiError:
+        pass  # the channel was deleted meanwhile
 
 
 class Claimer:

@@ -409,4 +409,5 @@ async def test_a_delayed_message_expires_a_ttl_after_it_became_visible(
             assert delayed.id not in actor.state.live
             entry = actor.state.archived[delayed.id]
             assert entry.reason == "expired"
+            assert delayed.visible_at is not None
             assert entry.archived_at == delayed.visible_at + ttl * SECOND
