@@ -24,6 +24,11 @@ claim    producers keep 10 claimable channels stocked (40 unclaimed each, 4
          lists, then claims) and, with ``floor`` in the same run, cycles/s
          as % of the floor's posts/s (target >= 40). With fewer producers the
          workers starve and the figure measures the producers, not the server.
+claimwait 50 workers park on ``POST /v1/channels/{c}/claim-next {"wait": 10}`` on
+         one claimable channel and ack what they get; 16 producers post, keeping
+         at most 25 messages unclaimed, so each post is handed to a parked
+         worker: claims/s and post -> claimed latency p50/p99 (from sending
+         the post to the worker receiving the claim), next to ``claim``.
 wake     100 long-polls (``since=<cursor>&wait=30``) on 100 channels; one post
          at a time to a random channel; wake latency = the waiter's response
          time minus the post's send time, against a plain ``GET /v1/keys/me``
@@ -82,7 +87,17 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 PYTHON = sys.executable
 HOST = "127.0.0.1"
-ALL_SCENARIOS = ("posts", "claim", "wake", "idle", "floor", "fsync", "metrics", "restart")
+ALL_SCENARIOS = (
+    "posts",
+    "claim",
+    "claimwait",
+    "wake",
+    "idle",
+    "floor",
+    "fsync",
+    "metrics",
+    "restart",
+)
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 SETUP_ALLOWANCE_S = 60.0
@@ -750,6 +765,34 @@ class Bench:
                 [Spec("pct", "claim+ack cycles/s as % of floor", "%", ">= 40", at_least=40.0)],
                 paired,
             )
+
+    def scenario_claimwait(self, out: Outcome) -> None:
+        args: dict[str, Any] = {
+            "workers": self.s.claim_workers,
+            "producers": 16,
+            "backlog": 25,
+            "wait": 10,
+            "size": self.s.message_bytes,
+            "duration": self.s.duration,
+            "warmup": self.s.warmup,
+        }
+        out.runs = self._repeat(
+            "claimwait",
+            lambda srv: run_loadgen(
+                "claimwait", srv, args, self.s.loadgen_timeout(15), self.pinning
+            ),
+        )
+        out.figures = figures(
+            [
+                Spec("claims_per_s", "claims/s, 50 parked claim-next workers", "claims/s"),
+                Spec("handoff_p50_ms", "post -> claimed latency p50", "ms"),
+                Spec("handoff_p99_ms", "post -> claimed latency p99", "ms"),
+                Spec("post_p50_ms", "producer post p50", "ms"),
+                Spec("ack_p50_ms", "ack p50", "ms"),
+                Spec("errors", "unexpected replies", "count"),
+            ],
+            out.runs,
+        )
 
     def scenario_wake(self, out: Outcome) -> None:
         args = {

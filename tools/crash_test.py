@@ -9,7 +9,9 @@ directory, drives it over HTTP with concurrent writers (posts, claims,
 lease claims, heartbeats, releases, acks over a few claimable channels,
 session creates and patches, an operator toggling public minting, and
 one access writer: channels, members, invitations, access requests, PATCH,
-aliases, DELETE; see ``crash_access.py``) and
+aliases, DELETE; see ``crash_access.py``; and one delivery writer: delayed
+posts, dead-letter moves between two channel actors, redrive; see
+``crash_delivery.py``) and
 records every write that got a 2xx answer with the state that answer
 implies. At a random moment it sends SIGKILL, restarts the server on the
 same directory and checks every answered write of every cycle so far.
@@ -73,6 +75,7 @@ from typing import IO, Any
 import httpx
 import trio
 from crash_access import AccessWriter
+from crash_delivery import DeliveryWriter
 
 REPO = Path(__file__).resolve().parent.parent
 LEASE_SECONDS = 3600
@@ -247,6 +250,7 @@ class CrashTest:
         self.cycle = 0
         self.server: Server | None = None
         self.access = AccessWriter(self, random.Random(self.rng.random()))
+        self.delivery = DeliveryWriter(self, random.Random(self.rng.random()))
         self.minting_value = True  # the setting's default until a toggle is answered
         self.minting_write: int | None = None
         self.minting_maybe: set[bool] = set()
@@ -394,6 +398,7 @@ class CrashTest:
             actors = (f"w{index}-a", f"w{index}-b")
             self.workers.append(Worker(index, key, key_id, write, actors))
         await self.access.setup(client)
+        await self.delivery.setup(client)
 
     async def mint(self, client: httpx.AsyncClient, label: str) -> tuple[str, str, int]:
         response = await client.post("/v1/keys", json={"agent_label": label})
@@ -611,6 +616,7 @@ class CrashTest:
                         nursery.start_soon(self.run_worker, client, worker, until)
                     nursery.start_soon(self.late_bodies, server.url, until)
                     nursery.start_soon(self.access.run, client, until, trio.current_time)
+                    nursery.start_soon(self.delivery.run, client, until, trio.current_time)
                     nursery.start_soon(self.toggle_minting, client, until)
                     await trio.sleep(delay)
                     await self.kill()
@@ -620,6 +626,7 @@ class CrashTest:
         for worker in self.workers:
             self.unanswered(worker)
         self.access.unanswered()
+        self.delivery.unanswered()
         print(
             f"cycle {self.cycle}: SIGKILL after {delay:.2f}s; "
             f"answered={len(self.writes) - before} in_flight={in_flight} refused={refused}"
@@ -700,6 +707,7 @@ class CrashTest:
                             continue
                     self.check_message(worker, msg, view, verdict)
             await self.access.verify(client, verdict)
+            await self.delivery.verify(client, verdict)
             limiter = trio.CapacityLimiter(8)
             async with trio.open_nursery() as nursery:
                 for worker in self.workers:

@@ -698,6 +698,130 @@ async def scenario_claim(host: str, port: int, args: dict[str, Any]) -> dict[str
     }
 
 
+async def scenario_claimwait(host: str, port: int, args: dict[str, Any]) -> dict[str, Any]:
+    """Workers park on claim-next with ``wait`` on one channel; producers post.
+
+    Each worker loops ``POST /v1/channels/{c}/claim-next {"wait": W}`` then
+    acks what it got. Producers keep at most ``backlog`` posted-but-unclaimed
+    messages, so most workers are parked and each post is handed straight to
+    one of them. Figures: claims/s, and post -> claimed latency (from the
+    producer sending the post to the worker receiving the claim).
+    """
+    workers_n = int(args.get("workers", 50))
+    producers_n = int(args.get("producers", 4))
+    backlog = int(args.get("backlog", 10))
+    size = int(args.get("size", 300))
+    wait_s = float(args.get("wait", 10))
+    warmup = float(args.get("warmup", 1.0))
+    duration = float(args["duration"])
+
+    api = Api(host, port)
+    keys = await api.mint_keys(workers_n + 1, "bench-claimwait")
+    producer_key, worker_keys = keys[0], keys[1:]
+    [channel] = await api.create_channels(producer_key, 1, "claimable", "bench-claimwait")
+    api.close()
+
+    sent: dict[int, int] = {}  # post counter -> perf_counter_ns when sent
+    outstanding = 0
+    room = asyncio.Event()
+    room.set()
+    stop = asyncio.Event()
+    handoffs: list[int] = []
+    claims = 0
+    nulls = 0
+    op_latency: dict[str, list[int]] = {"post": [], "ack": []}
+    errors: Counter[str] = Counter()
+    measure_from = time.perf_counter_ns() + int(warmup * 1e9)
+    measure_to = measure_from + int(duration * 1e9)
+    marker = "#" * PostTemplate.WIDTH
+
+    async def produce(lane: int) -> None:
+        nonlocal outstanding
+        client = Client(host, port)
+        template = PostTemplate(f"/v1/channels/{channel}/messages", host, port, producer_key, size)
+        n = 0
+        try:
+            while not stop.is_set():
+                if outstanding >= backlog:
+                    room.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(room.wait(), 0.5)
+                    continue
+                n += 1
+                counter = lane * 10**9 + n
+                outstanding += 1
+                sent[counter] = time.perf_counter_ns()
+                r = await client.request(template.render(counter))
+                if r.status != 201:
+                    outstanding -= 1
+                    errors[f"post {r.status}"] += 1
+                    await asyncio.sleep(0.01)
+                elif r.sent_ns >= measure_from:
+                    op_latency["post"].append(r.latency_ns)
+        finally:
+            client.close()
+
+    async def work(w: int) -> None:
+        nonlocal claims, nulls, outstanding
+        client = Client(host, port)
+        key = worker_keys[w]
+        take = build_request(
+            "POST",
+            f"/v1/channels/{channel}/claim-next",
+            host,
+            port,
+            key=key,
+            body=json_body({"actor": f"w{w}", "wait": wait_s}),
+        )
+        try:
+            while time.perf_counter_ns() < measure_to:
+                r = await client.request(take)
+                if r.status != 200:
+                    errors[f"claim-next {r.status}"] += 1
+                    await asyncio.sleep(0.01)
+                    continue
+                taken = r.json()["claimed"]
+                if taken is None:
+                    nulls += 1
+                    continue
+                got_ns = r.done_ns
+                outstanding -= 1
+                room.set()
+                text = str(taken["content"])
+                counter = int(text[: len(marker)])
+                began = sent.pop(counter, None)
+                if began is not None and began >= measure_from and got_ns <= measure_to:
+                    claims += 1
+                    handoffs.append(got_ns - began)
+                path = f"/v1/messages/{taken['id']}/ack"
+                body = json_body({"actor": f"w{w}"})
+                a = await client.request(
+                    build_request("POST", path, host, port, key=key, body=body)
+                )
+                if a.status != 200:
+                    errors[f"ack {a.status}"] += 1
+                elif a.sent_ns >= measure_from:
+                    op_latency["ack"].append(a.latency_ns)
+        finally:
+            client.close()
+
+    producers = [asyncio.create_task(produce(lane)) for lane in range(producers_n)]
+    await asyncio.gather(*(work(w) for w in range(workers_n)))
+    stop.set()
+    room.set()
+    await asyncio.gather(*producers)
+    if not handoffs:
+        raise RuntimeError(f"no post was claimed; errors={dict(errors)}")
+    return {
+        "claims_per_s": claims / duration,
+        **latency_summary("handoff", handoffs),
+        **{k: v for op, lat in op_latency.items() for k, v in latency_summary(op, lat).items()},
+        "null_answers": nulls,
+        "errors": sum(errors.values()),
+        "error_detail": dict(errors),
+    }
+
+
 async def scenario_wake(host: str, port: int, args: dict[str, Any]) -> dict[str, Any]:
     """Long-poll wake-up latency vs a plain authenticated GET, on the same server."""
     waiters_n = int(args.get("waiters", 100))
@@ -908,6 +1032,7 @@ async def scenario_check(host: str, port: int, args: dict[str, Any]) -> dict[str
 SCENARIOS: dict[str, Callable[[str, int, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "posts": scenario_posts,
     "claim": scenario_claim,
+    "claimwait": scenario_claimwait,
     "wake": scenario_wake,
     "idle": scenario_idle,
     "check": scenario_check,

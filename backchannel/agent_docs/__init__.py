@@ -142,6 +142,17 @@ ERRORS: dict[str, tuple[int, str, str]] = {
         "Send a number; it is clamped to the server's long-poll cap.",
     ),
     "invalid_status": (422, "status must be unclaimed or claimed.", "Fix the value."),
+    "invalid_dead_letter": (
+        422,
+        "max_deliveries (1-1000) and dead_letter_channel (another channel you own) "
+        "must be set together, or both null.",
+        "Send both, or neither; name a channel your key owns.",
+    ),
+    "invalid_delay_seconds": (
+        422,
+        "delay_seconds is not an integer from 0 to 86400.",
+        "Fix the value.",
+    ),
     "invalid_lease_seconds": (
         422,
         "lease_seconds is outside the server's lease range.",

@@ -43,6 +43,7 @@ class Capture:
         self.history: list[Archived] = list(state.history)
         self.saved: dict[str, tuple[Any, ...]] = {}
         self.ledger: list[Any] = state.ledger.rows()  # small: copied whole
+        self.delayed = [message_row(m) for m in state.delayed.values()]  # few: copied
 
     def rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         """Rows of the live messages ``messages[start:stop]`` as of the capture."""

@@ -16,10 +16,13 @@ Theory of operation
 Rules
 -----
 1. A message's ``seq`` is its position in the channel (1, 2, ...). Cursors
-   encode it, so paging never skips or repeats a message.
+   encode it, so paging never skips or repeats a message. A delayed message
+   takes its position when it becomes visible (:class:`MessagesVisible`),
+   not when it is posted: a reader whose cursor has already passed later
+   messages still sees it, exactly once, after the messages it follows.
 2. Within a channel, ``expires_at`` grows with ``seq`` (TTL is fixed per
-   channel and the runtime clock never goes backwards), so TTL expiry always
-   takes a prefix of the live messages.
+   channel, counts from visibility, and the runtime clock never goes
+   backwards), so TTL expiry always takes a prefix of the live messages.
 3. A message has at most one holder. A lease that lapses returns the message
    to the pool at that instant; an ack by the holder ends the lease.
 4. While a :class:`Capture` is open, every mutation of a message that existed
@@ -39,6 +42,12 @@ from typing import Any
 
 from backchannel.core import errors
 from backchannel.core.capture import Capture
+from backchannel.core.delivery_events import (
+    ClaimReturned,
+    MessageDeadLettered,
+    MessageRedriven,
+    MessagesVisible,
+)
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
     ChannelEvent,
@@ -89,6 +98,8 @@ class ChannelState:
         self._capture: Capture | None = None
         self.version = 0  # bumped by every apply: caches of derived views key on it
         self.ledger = Ledger()  # invitations, access requests, event log (core.membership)
+        self.delayed: dict[str, Message] = {}  # posted, not visible yet (seq 0)
+        self._due: list[tuple[int, int, str]] = []  # heap of (visible_at, created_at, id)
 
     # -- reading ------------------------------------------------------------
 
@@ -113,7 +124,7 @@ class ChannelState:
     def first_seq_after_time(self, at: int) -> int:
         """The ``seq`` cursor equivalent to "created strictly after ``at``"."""
         order = self._order
-        index = bisect_right(order, at, lo=self._head, key=_created_of)
+        index = bisect_right(order, at, lo=self._head, key=_shown_at)
         return order[index - 1].seq if index > self._head else 0
 
     def page(
@@ -176,6 +187,8 @@ class ChannelState:
             purge = self._oldest_archived_at + self.config.retention_days * DAY_US
             if deadline is None or purge < deadline:
                 deadline = purge
+        if self._due and (deadline is None or self._due[0][0] < deadline):
+            deadline = self._due[0][0]
         return deadline
 
     def due_events(self, now: int) -> list[ChannelEvent]:
@@ -204,6 +217,9 @@ class ChannelState:
         retention = self.config.retention_days * DAY_US
         if self._oldest_archived_at is not None and self._oldest_archived_at + retention <= now:
             events.append(HistoryPurged(cid, now - retention + 1))
+        if self._due and self._due[0][0] <= now:
+            due = [entry[2] for entry in sorted(self._due) if entry[0] <= now]
+            events.append(MessagesVisible(cid, due, now))
         return events
 
     # -- deciding -------------------------------------------------------------
@@ -218,8 +234,13 @@ class ChannelState:
         actor: tuple[str, str] | None,
         actor_label: str | None,
         mentions: list[list[str]],
+        delay_us: int = 0,
     ) -> MessagePosted:
-        """Validate a post against pause, throttle and schema; return its event."""
+        """Validate a post against pause, throttle and schema; return its event.
+
+        With ``delay_us`` the message stays hidden until ``now + delay_us``
+        and its TTL counts from then.
+        """
         config = self.config
         if config.paused:
             raise ApiError(503, "channel_paused", "Channel is paused", retry_after=30)
@@ -240,18 +261,20 @@ class ChannelState:
                     "Message metadata failed channel schema validation",
                     violations=violations,
                 )
+        visible_at = now + delay_us if delay_us > 0 else None
         return MessagePosted(
             channel_id=config.id,
             message_id=str(uuid.uuid4()),
             content=content,
             metadata=metadata,
             created_at=now,
-            expires_at=now + config.ttl_seconds * US_PER_SECOND,
+            expires_at=(visible_at or now) + config.ttl_seconds * US_PER_SECOND,
             author_key_id=key_id,
             actor_id=actor[0] if actor else None,
             actor_name=actor[1] if actor else None,
             actor_label=actor_label,
             mentions=mentions,
+            visible_at=visible_at,
         )
 
     def decide_pause(self, paused: bool, now: int) -> ChannelPaused:
@@ -375,6 +398,7 @@ class ChannelState:
                 message = self._touch(event.message_id)
                 if message.claimed_by_id is None:
                     self._leave_pool(message)
+                    message.deliveries += 1
                 message.claimed_by_id = event.actor_id
                 message.claimed_by_name = event.actor_name
                 message.claimed_by_key_id = event.key_id
@@ -416,14 +440,27 @@ class ChannelState:
             case ChannelPaused():
                 self.config.paused = self.config.operator_paused = event.paused
                 self.config.updated_at = event.at
+            case MessagesVisible():
+                self._apply_visible(event)
+            case MessageDeadLettered() | MessageRedriven():
+                message = self._touch(event.message_id)
+                if message.claimed_by_id is not None:
+                    _clear_claim(message)
+                reason = "dead_lettered" if isinstance(event, MessageDeadLettered) else "redriven"
+                self._archive(message, event.at, reason)
+            case ClaimReturned():
+                message = self._touch(event.message_id)
+                if message.claimed_by_id is not None:
+                    _clear_claim(message)
+                    message.deliveries -= 1
+                    insort(self._unclaimed, message, key=_seq_of)
             case _:
                 apply_access(self, event)
 
     def _apply_posted(self, event: MessagePosted) -> None:
-        self.last_seq += 1
         message = Message(
             id=event.message_id,
-            seq=self.last_seq,
+            seq=0,
             content=event.content,
             metadata=event.metadata,
             created_at=event.created_at,
@@ -433,16 +470,44 @@ class ChannelState:
             actor_name=event.actor_name,
             actor_label=event.actor_label,
             mentions=event.mentions,
+            visible_at=event.visible_at,
         )
-        self.live[message.id] = message
-        self._order.append(message)
-        self._unclaimed.append(message)
         if self.config.max_writes_per_minute is not None:
             recent = self._recent_posts
             recent.append(event.created_at)
             cutoff = event.created_at - WRITE_WINDOW_US
             while recent and recent[0] <= cutoff:
                 recent.popleft()
+        if event.visible_at is not None:
+            self.delayed[message.id] = message
+            heapq.heappush(self._due, (event.visible_at, event.created_at, message.id))
+            return
+        self._enter(message, event.created_at)
+
+    def _apply_visible(self, event: MessagesVisible) -> None:
+        """Delayed messages take the next seqs; visible (and TTL) from ``event.at``.
+
+        The actor applies this before any command of the step in which it
+        comes due, so no message posted after ``visible_at`` precedes it,
+        and moving ``visible_at`` to ``event.at`` keeps rule 2 exact.
+        """
+        for message_id in event.message_ids:
+            message = self.delayed.pop(message_id)
+            assert message.visible_at is not None
+            message.expires_at += event.at - message.visible_at
+            message.visible_at = event.at
+            self._enter(message, event.at)
+        due = self._due
+        while due and due[0][2] not in self.delayed:
+            heapq.heappop(due)
+
+    def _enter(self, message: Message, at: int) -> None:
+        """``message`` becomes visible: the next seq, the live list, the work pool."""
+        self.last_seq += 1
+        message.seq = self.last_seq
+        self.live[message.id] = message
+        self._order.append(message)
+        self._unclaimed.append(message)
         cap = self.config.max_messages
         if cap is not None:
             # the oldest live messages leave for history (unlike upstream, which
@@ -450,7 +515,7 @@ class ChannelState:
             while len(self.live) > cap:
                 oldest = self._first_live()
                 assert oldest is not None
-                self._archive(oldest, event.created_at, "trimmed")
+                self._archive(oldest, at, "trimmed")
 
     def _archive(self, message: Message, at: int, reason: str) -> None:
         self._drop(message)
@@ -510,6 +575,8 @@ class ChannelState:
             if m.lease_token is not None and m.lease_expires_at is not None
         ]
         heapq.heapify(self._leases)
+        self._due = [(m.visible_at or 0, m.created_at, m.id) for m in self.delayed.values()]
+        heapq.heapify(self._due)
         self._oldest_archived_at = min((e.archived_at for e in self.history), default=None)
 
     # -- capture ------------------------------------------------------------
@@ -576,8 +643,9 @@ def _seq_of(message: Message) -> int:
     return message.seq
 
 
-def _created_of(message: Message) -> int:
-    return message.created_at
+def _shown_at(message: Message) -> int:
+    """When the message became visible (the order of ``_order``, rule 1)."""
+    return message.visible_at if message.visible_at is not None else message.created_at
 
 
 def _archived_created_of(entry: Archived) -> int:

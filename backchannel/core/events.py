@@ -17,6 +17,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from backchannel.core.delivery_events import DELIVERY_EVENTS, DeliveryEvent
+
 # --- global (registry) events ---------------------------------------------
 
 
@@ -126,6 +128,7 @@ class MessagePosted:
     actor_name: str | None
     actor_label: str | None
     mentions: list[list[str]]
+    visible_at: int | None = None  # delayed: hidden until then (core.delivery_events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,6 +499,7 @@ ChannelEvent = (
     | HistoryPurged
     | AccessEvent
     | ChannelPaused
+    | DeliveryEvent
 )
 Event = GlobalEvent | ChannelEvent
 
@@ -531,6 +535,7 @@ _ALL_EVENTS: tuple[type[Any], ...] = (
     ChannelPaused,
     WebhookQueued,
     WebhookAttempted,
+    *DELIVERY_EVENTS,
 )
 _KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in _ALL_EVENTS}
 CHANNEL_EVENTS: tuple[type[Any], ...] = (
@@ -546,6 +551,7 @@ CHANNEL_EVENTS: tuple[type[Any], ...] = (
     HistoryPurged,
     *ACCESS_EVENTS,
     ChannelPaused,
+    *DELIVERY_EVENTS,
 )
 
 

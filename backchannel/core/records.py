@@ -75,6 +75,8 @@ class ChannelConfig:
     aliases: list[str] = field(default_factory=list)
     related_channels: list[str] = field(default_factory=list)
     operator_paused: bool = False  # paused by the operator: only the operator resumes it
+    max_deliveries: int | None = None  # with dead_letter_channel: both or neither
+    dead_letter_channel: str | None = None  # channel id
     members: dict[str, Member] = field(default_factory=dict)
 
     def can_access(self, key_id: str) -> bool:
@@ -84,7 +86,12 @@ class ChannelConfig:
 
 @dataclass(slots=True)
 class Message:
-    """A live message. ``seq`` is its position in the channel, from 1."""
+    """A live message. ``seq`` is its position in the channel, from 1.
+
+    A delayed message has ``seq`` 0 until it becomes visible at
+    ``visible_at``; it then takes the next position (core.channel rule 1).
+    ``deliveries`` counts the claims of it that began.
+    """
 
     id: str
     seq: int
@@ -104,6 +111,8 @@ class Message:
     lease_token: str | None = None
     lease_expires_at: int | None = None
     acks: list[list[Any]] = field(default_factory=list)  # [actor_id, name, at]
+    deliveries: int = 0
+    visible_at: int | None = None  # None: visible since created_at
     removed: bool = False
 
     def acked_by(self, actor_id: str) -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 from backchannel.core import errors
 from backchannel.core.audit import AuditLog
 from backchannel.core.channel import ChannelState
+from backchannel.core.delivery_events import MOVE_EVENTS, MessageDeadLettered, MessageRedriven
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
     ACCESS_EVENTS,
@@ -54,6 +55,7 @@ from backchannel.core.events import (
     WebhookAttempted,
     WebhookQueued,
     channel_of,
+    from_wire,
 )
 from backchannel.core.outbox import Outbox
 from backchannel.core.records import (
@@ -292,6 +294,9 @@ class World:
 
     def apply(self, event: Event, seq: int = 0) -> None:
         """Apply any event, routing channel events to their channel."""
+        if isinstance(event, MOVE_EVENTS):
+            self.apply_move(event, seq)
+            return
         channel_id = channel_of(event)
         if channel_id is not None:
             channel_event: ChannelEvent = event  # type: ignore[assignment]
@@ -305,6 +310,26 @@ class World:
         else:
             global_event: GlobalEvent = event  # type: ignore[assignment]
             self.apply_global(global_event, seq)
+
+    def apply_move(self, event: MessageDeadLettered | MessageRedriven, seq: int = 0) -> bool:
+        """Apply both halves of a move between channels (core.delivery_events).
+
+        Each half is applied only to a channel that exists and whose state
+        does not already cover ``seq`` (a snapshot may hold one channel
+        after the move and the other before it). Returns whether anything
+        was applied.
+        """
+        applied = False
+        source = self.channels.get(event.channel_id)
+        if source is not None and (not seq or seq > source.applied_seq):
+            source.apply(event, seq)
+            applied = True
+        target = self.channels.get(event.target_channel_id)
+        if target is not None and (not seq or seq > target.applied_seq):
+            arrival: ChannelEvent = from_wire(event.arrival)  # type: ignore[assignment]
+            target.apply(arrival, seq)
+            applied = True
+        return applied
 
     def apply_global(self, event: GlobalEvent, seq: int = 0) -> None:
         """Change the registries by one global event."""
@@ -347,7 +372,10 @@ class World:
                     )
                 )
             case ChannelCreated():
-                values = {name: event.config[name] for name in CONFIG_FIELDS}
+                # fields added later (dead letters) are absent from older records
+                values = {
+                    name: event.config[name] for name in CONFIG_FIELDS if name in event.config
+                }
                 config = ChannelConfig(**values)
                 config.members[config.owner_key_id] = Member(
                     str(uuid.uuid5(uuid.NAMESPACE_URL, config.id + config.owner_key_id)),

@@ -23,6 +23,7 @@ from backchannel.http import (
     admin,
     channel_admin,
     channels,
+    delivery,
     invitations,
     keys,
     members,
@@ -73,6 +74,7 @@ def create_app(hub: Hub) -> QuartTrio:
         sessions,
         admin,
         security,
+        delivery,
         observability,
     ):
         routes.register(api)

@@ -17,6 +17,7 @@ from backchannel.core.records import BROADCAST, CLAIMABLE, OPEN, RESTRICTED
 from backchannel.core.schema import schema_problems
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, Result
+from backchannel.http.delivery import dead_letter_changes
 from backchannel.http.views import channel_view
 from backchannel.runtime import access
 
@@ -33,6 +34,8 @@ PATCHABLE = (
     "max_messages",
     "max_writes_per_minute",
     "paused",
+    "max_deliveries",
+    "dead_letter_channel",
 )
 _LIMIT_RULE = "must be null or an integer between 1 and 1000000"
 
@@ -124,6 +127,7 @@ def register(api: Api) -> None:
         state = hub.world.resolve_channel(identifier, call.auth)
         require_owner(state.config, call.auth, "update a channel")
         changes, related = patch_changes(body, settings)
+        changes.update(dead_letter_changes(body, hub, call.auth, state.config))
         actor = hub.actors[state.config.id]
         config = await actor.call(access.update, actor, call.auth, changes, related)
         return 200, channel_view(config, hub.world, call.auth.key_id)

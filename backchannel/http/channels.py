@@ -11,6 +11,7 @@ from backchannel.core.schema import schema_problems
 from backchannel.core.timefmt import parse_ts
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, Result
+from backchannel.http.delivery import dead_letter_changes
 from backchannel.http.views import channel_view, discover_view
 
 _MAX_LIMIT = "must be null or an integer between 1 and 1000000"
@@ -90,7 +91,9 @@ def register(api: Api) -> None:
 
     @api.route("POST", "/v1/channels", mutating=True, scope="channels:write")
     async def create_channel(call: Call) -> Result:
-        spec, related = _channel_spec(await call.json(), api)
+        body = await call.json()
+        spec, related = _channel_spec(body, api)
+        spec.update(dead_letter_changes(body, hub, call.auth, None))
         state = await hub.create_channel(call.auth, spec, related)
         return 201, channel_view(state.config, hub.world, call.auth.key_id)
 

@@ -24,6 +24,7 @@ from backchannel.core.records import KeyRecord, Message
 from backchannel.core.timefmt import US_PER_SECOND, format_ts, parse_ts
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, RawJSON, Result, dumps
+from backchannel.http.delivery import delay_us
 from backchannel.http.hypercorn_tuning import OnLeave
 from backchannel.http.request import Disconnected
 from backchannel.http.views import (
@@ -218,11 +219,15 @@ def register(api: Api) -> None:
         actor_label = fields.optional_string(body, "actor_label", max_chars=settings.max_name_chars)
         actor_ref = fields.optional_string(body, "actor", max_chars=settings.max_name_chars)
         mentions = fields.string_list(body, "mentions", "invalid_mentions")
+        delay = delay_us(body)
         actor = hub.channel_actor(identifier, call.auth)
-        message = await actor.call(
-            actor.cmd_post, call.auth, content, metadata, actor_ref, actor_label, mentions
-        )
-        return 201, {"message": view(message, actor), "next_cursor": message_cursor(message.seq)}
+        args = (call.auth, content, metadata, actor_ref, actor_label, mentions)
+        if delay:
+            message, position = await actor.call(actor.cmd_post_later, delay, *args)
+        else:
+            message = await actor.call(actor.cmd_post, *args)
+            position = message.seq
+        return 201, {"message": view(message, actor), "next_cursor": message_cursor(position)}
 
     @api.route("GET", "/v1/channels/<identifier>/messages", scope="messages:read")
     async def list_messages(call: Call, identifier: str) -> Result:

@@ -15,7 +15,7 @@ from typing import Any
 from backchannel.core import errors
 from backchannel.core.errors import ApiError
 from backchannel.core.records import BROADCAST, CLAIMABLE, RESTRICTED
-from backchannel.http import fields
+from backchannel.http import delivery, fields
 from backchannel.http.api import Api, Call, Result
 from backchannel.http.channels import _channel_spec
 from backchannel.http.messages import Pager
@@ -93,11 +93,13 @@ def register(api: Api) -> None:
         identifier = _channel(body)
         acting = fields.optional_string(body, "actor", max_chars=settings.max_name_chars)
         metadata_of(body)
+        lease = delivery.lease_of(body, api)
+        wait = delivery.body_wait(body, api)
         actor = hub.channel_actor(identifier, call.auth)
-        message = await actor.call(actor.cmd_claim_next, call.auth, acting)
-        if message is None:
+        result = await delivery.claim_next(call, hub, actor, acting, lease, wait, False)
+        if result is None:
             return 200, {"claimed": None, "note": "no unclaimed messages available"}
-        return 200, {"claimed": view(message, actor)}
+        return 200, delivery.claim_answer(result, actor, hub)
 
     @api.route("POST", "/v1/tasks/subscribe")
     async def subscribe(call: Call) -> Result:

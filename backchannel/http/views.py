@@ -56,6 +56,10 @@ def message_view(message: Message, channel_id: str, now: int) -> dict[str, Any]:
             {"id": a[0], "name": a[1], "occurred_at": format_ts(a[2])} for a in message.acks
         ],
         "active": message.expires_at > now and not message.removed,
+        "deliveries": message.deliveries,
+        "visible_at": format_ts(
+            message.visible_at if message.visible_at is not None else message.created_at
+        ),
     }
 
 
@@ -75,6 +79,8 @@ def archived_view(entry: Archived, channel_id: str) -> dict[str, Any]:
         "claimed_at": format_ts(claimed_at) if claimed_at is not None else None,
         "archived_at": format_ts(entry.archived_at),
         "active": False,
+        "reason": entry.reason,
+        "deliveries": message.deliveries,
     }
 
 
@@ -110,6 +116,8 @@ def channel_view(config: ChannelConfig, world: World, viewer: str | None = None)
         "paused": config.paused,
         "aliases": sorted(config.aliases),
         "related_channels": related,
+        "max_deliveries": config.max_deliveries,
+        "dead_letter_channel": config.dead_letter_channel,
         "created_at": format_ts(config.created_at),
         "updated_at": format_ts(config.updated_at),
     }

@@ -32,8 +32,13 @@ import outcome
 import trio
 import trio.lowlevel
 
-from backchannel.core import errors
+from backchannel.core import delivery, errors
 from backchannel.core.channel import ChannelState
+from backchannel.core.delivery_events import (
+    MOVE_EVENTS,
+    ClaimReturned,
+    MessagesVisible,
+)
 from backchannel.core.errors import ApiError
 from backchannel.core.events import (
     AccessEvent,
@@ -47,9 +52,11 @@ from backchannel.core.events import (
     MessagePosted,
     MessageReleased,
     MessagesExpired,
+    from_wire,
     to_wire,
 )
 from backchannel.core.records import CLAIMABLE, Archived, KeyRecord, Message
+from backchannel.runtime.claimers import Claimer
 from backchannel.runtime.durable import settle
 from backchannel.runtime.journal import JournalFailed
 
@@ -145,6 +152,8 @@ class ChannelActor:
         self._waking = False
         self.waiters = 0
         self.deleted = False  # set by Hub.delete_channel; every later command is 404
+        self._claimers: dict[Claimer, None] = {}  # parked claim-next, FIFO (runtime.claimers)
+        self._sleep: trio.CancelScope | None = None  # the loop's wait, cut short by nudge()
 
     # -- the loop -------------------------------------------------------------
 
@@ -155,7 +164,7 @@ class ChannelActor:
         self._expire()
         async with self._receive:
             while True:
-                with trio.move_on_at(clock.trio_time(self.state.next_deadline())):
+                with trio.move_on_at(clock.trio_time(self.state.next_deadline())) as self._sleep:
                     try:
                         command = await self._receive.receive()
                     except trio.EndOfChannel:
@@ -210,13 +219,25 @@ class ChannelActor:
             log.exception("command %s failed in channel %s", fn.__name__, self.channel_id)
             result = outcome.Error(exc)
         reply.deliver(result)  # a caller that went away is not told; the effect stands
+        if self._claimers:
+            self.dispatch_claims()
 
     def _expire(self) -> None:
         if self.deleted:
             return
         events = self.state.due_events(self.hub.clock.now())
         for event in events:
-            self._commit(event)
+            if isinstance(event, LeaseExpired):
+                self._commit(self._claim_end(event, event.message_id, delivery.LEASE_EXPIRED))
+            else:
+                self._commit(event)
+        if self._claimers:
+            self.dispatch_claims()
+
+    def nudge(self) -> None:
+        """Make the loop run its deadline step now (another actor changed this state)."""
+        if self._sleep is not None:
+            self._sleep.deadline = -math.inf
 
     def _commit(self, event: ChannelEvent) -> int:
         seq = self.hub.journal.append_nowait(to_wire(event))
@@ -243,9 +264,52 @@ class ChannelActor:
         for message in expired:
             if message.removed and message.lease_token is not None:
                 hub.lease_index.pop(message.lease_token, None)
-        if isinstance(event, MessagePosted | MessageReleased | LeaseExpired | MessageAcked):
+        if isinstance(event, MOVE_EVENTS):
+            target = hub.actors.get(event.target_channel_id)
+            if target is not None:
+                target.accept_arrival(from_wire(event.arrival), seq)  # type: ignore[arg-type]
+        if isinstance(
+            event,
+            MessagePosted
+            | MessageReleased
+            | LeaseExpired
+            | MessageAcked
+            | MessagesVisible
+            | ClaimReturned,
+        ):
             self._notify_waiters()
         return seq
+
+    def accept_arrival(self, posted: MessagePosted, seq: int) -> None:
+        """Apply the arriving half of a move another actor journaled as ``seq``.
+
+        Runs in that actor's synchronous step, between this actor's own
+        steps, so it is as atomic here as any command; this loop is nudged
+        to re-arm its deadline and hand the message to a parked claimer.
+        """
+        if self.deleted:
+            return
+        trimmed = self._to_trim()
+        self.state.apply(posted, seq)
+        self.hub.message_index[posted.message_id] = self
+        for message in trimmed:
+            if message.lease_token is not None:
+                self.hub.lease_index.pop(message.lease_token, None)
+        self._notify_waiters()
+        self.nudge()
+
+    def _claim_end(
+        self, event: LeaseExpired | MessageReleased, message_id: str, reason: str
+    ) -> ChannelEvent:
+        """``event``, or the dead-letter move it turns into (core.delivery rule 2)."""
+        message = self.state.live.get(message_id)
+        if message is None or not delivery.dead_letter_due(self.state, message):
+            return event
+        target = self.hub.actors.get(self.state.config.dead_letter_channel or "")
+        if target is None or target.deleted or target is self:
+            return event
+        now = self.hub.clock.now()
+        return delivery.decide_dead_letter(self.state, message, reason, target.state, now)
 
     def commit_access(self, event: AccessEvent) -> int:
         """Journal and apply an access event (core.membership) through ``World.apply``.
@@ -405,6 +469,7 @@ class ChannelActor:
         actor_ref: str | None,
         actor_label: str | None,
         mentions: list[str] | None,
+        delay_us: int = 0,
     ) -> tuple[Message, int]:
         world = self.hub.world
         now = self.hub.clock.now()
@@ -419,6 +484,7 @@ class ChannelActor:
             actor=None,
             actor_label=actor_label,
             mentions=[],
+            delay_us=delay_us,
         )
         actor = world.resolve_posting_actor(key, actor_ref) if actor_ref is not None else None
         resolved = world.resolve_mentions(mentions, self.state) if mentions else []
@@ -430,7 +496,7 @@ class ChannelActor:
                 mentions=resolved,
             )
         seq = self._commit(event)
-        message = self.state.live[event.message_id]
+        message = self.state.live.get(event.message_id) or self.state.delayed[event.message_id]
         config = self.state.config
         render = self.hub.render_message
         if render is not None and (config.webhook_url or (resolved and world.webhooks.hooks)):
@@ -484,26 +550,127 @@ class ChannelActor:
             seq = self._commit(event)
         return ClaimResult(status, message, message.lease_token, message.lease_expires_at), seq
 
-    def cmd_claim_next(self, key: KeyRecord, actor_value: str | None) -> tuple[Message | None, int]:
-        """Claim the oldest unclaimed message, atomically; None when there is none.
+    def cmd_claim_next(
+        self,
+        key: KeyRecord,
+        actor_value: str | None,
+        lease_us: int | None = None,
+        claimer: Claimer | None = None,
+        strict: bool = False,
+    ) -> tuple[ClaimResult | None, int]:
+        """Claim the oldest unclaimed visible message, atomically; None when there is none.
 
         One command, so concurrent workers never race for the same message:
         each gets the next one or nothing (contract §2.9 ``/v1/tasks/claim``).
-        A broadcast channel has nothing to claim.
+        With ``lease_us`` the claim is a lease. With ``claimer``, a caller that
+        finds nothing is queued in this same step (runtime.claimers) and is
+        handed the next message that becomes visible. A broadcast channel
+        has nothing to claim; ``strict`` refuses it (409
+        ``channel_not_claimable``) and checks access (403).
         """
-        if self.state.config.mode != CLAIMABLE:
+        config = self.state.config
+        if strict:
+            if not config.can_access(key.key_id):
+                raise errors.access_denied()
+            if config.mode != CLAIMABLE:
+                raise errors.not_claimable()
+        if config.mode != CLAIMABLE:
             return None, 0
         pool = self.state.page(0, 1, "unclaimed")
-        if not pool:
+        if not pool and claimer is None:
             return None, 0
         now = self.hub.clock.now()
         actor, created = self.hub.world.resolve_acting_actor(key, actor_value, now)
-        message = pool[0]
-        _status, event = self.state.decide_claim(message, actor, key.key_id, now, None)
         seq = self._commit_actor(created)
-        if event is not None:
-            seq = self._commit(event)
-        return message, seq
+        if not pool:
+            assert claimer is not None
+            claimer.enqueue(self._claimers, actor)
+            return None, seq
+        return self._claim_for(pool[0], actor, key, lease_us, now)
+
+    def _claim_for(
+        self,
+        message: Message,
+        actor: tuple[str, str],
+        key: KeyRecord,
+        lease_us: int | None,
+        now: int,
+    ) -> tuple[ClaimResult, int]:
+        _status, event = self.state.decide_claim(message, actor, key.key_id, now, lease_us)
+        assert event is not None  # an unheld message: always a new claim
+        seq = self._commit(event)
+        result = ClaimResult("claimed", message, message.lease_token, message.lease_expires_at)
+        return result, seq
+
+    def dispatch_claims(self) -> None:
+        """Hand the oldest unclaimed messages to the oldest parked claimers, one each."""
+        claimers = self._claimers
+        state = self.state
+        while claimers and not self.deleted and state.config.mode == CLAIMABLE:
+            pool = state.page(0, 1, "unclaimed")
+            if not pool:
+                return
+            claimer = next(iter(claimers))
+            claimer.withdraw()
+            if not state.config.can_access(claimer.key.key_id):
+                claimer.hand(None, 0)  # lost access while parked: it is refused on waking
+                continue
+            now = self.hub.clock.now()
+            result, seq = self._claim_for(
+                pool[0], claimer.acting, claimer.key, claimer.lease_us, now
+            )
+            claimer.hand(result, seq)
+
+    def release_claimers(self) -> None:
+        """Let every parked claimer go with no claim (shutdown, deletion)."""
+        for claimer in list(self._claimers):
+            claimer.withdraw()
+            claimer.hand(None, 0)
+
+    def cmd_return(self, message_id: str, actor_id: str, claimed_at: int) -> tuple[bool, int]:
+        """Give back a claim whose claimer's client had gone (runtime.claimers)."""
+        message = self.state.live.get(message_id)
+        if message is None or message.claimed_by_id != actor_id or message.claimed_at != claimed_at:
+            return False, 0
+        return True, self._commit(ClaimReturned(self.channel_id, message_id, self.hub.clock.now()))
+
+    def cmd_redrive(self, limit: int, to: str | None) -> tuple[int, int]:
+        """Move up to ``limit`` dead-lettered messages to their source (or ``to``).
+
+        Each move is one journaled event (core.delivery_events); a message
+        whose target channel no longer exists stays here.
+        """
+        now = self.hub.clock.now()
+        seq = moved = 0
+        for message, source in delivery.redrivable(self.state, limit):
+            target = self.hub.actors.get(to or source)
+            if target is None or target.deleted or target is self:
+                continue
+            seq = self._commit(delivery.decide_redrive(self.state, message, target.state, now))
+            moved += 1
+        return moved, seq
+
+    def cmd_post_later(
+        self,
+        delay_us: int,
+        key: KeyRecord,
+        content: str,
+        metadata: dict[str, Any],
+        actor_ref: str | None,
+        actor_label: str | None,
+        mentions: list[str] | None,
+    ) -> tuple[tuple[Message, int], int]:
+        """Post a delayed message; also returns the seq cursor as of the post.
+
+        The message has no position until it becomes visible, so the
+        poster's ``next_cursor`` is the channel's position at the post: a
+        reader continuing from it sees the message once it is visible.
+        """
+        before = self.state.last_seq
+        message, seq = self.cmd_post(
+            key, content, metadata, actor_ref, actor_label, mentions, delay_us
+        )
+        return (message, before), seq
 
     def cmd_heartbeat(
         self, key: KeyRecord, token: str, message_id: str, lease_us: int
@@ -524,7 +691,7 @@ class ChannelActor:
         actor, created = self.hub.world.resolve_acting_actor(key, actor_value, now)
         event = self.state.decide_release(message, actor[0], key.key_id, now)
         self._commit_actor(created)
-        return message, self._commit(event)
+        return message, self._commit(self._claim_end(event, message_id, delivery.RELEASED))
 
     def cmd_ack(
         self, key: KeyRecord, message_id: str, actor_value: str | None

@@ -130,6 +130,7 @@ class Hub:
         self._stopping.set()
         for actor in self.actors.values():
             actor.wake_all()
+            actor.release_claimers()
             actor.close()
         self._background.cancel()
         self._purging.cancel()
@@ -143,6 +144,8 @@ class Hub:
             if message.lease_token is not None:
                 self.lease_index[message.lease_token] = message.id
         for message_id in state.archived:
+            self.message_index[message_id] = actor
+        for message_id in state.delayed:  # not visible yet: claimable by id once it is
             self.message_index[message_id] = actor
         await self._nursery.start(actor.run)
         return actor
@@ -279,8 +282,10 @@ class Hub:
         if actor is not None:
             actor.deleted = True
             self.forget_messages(state.live.values())
+            self.forget_messages(state.delayed.values())
             self.forget_messages(entry.message for entry in state.history)
             actor.wake_all()
+            actor.release_claimers()
             actor.close()
         await settle(self.journal, seq)
 
@@ -400,6 +405,8 @@ class Hub:
             "max_writes_per_minute": None,
             "webhook_url": None,
             "webhook_secret": None,
+            "max_deliveries": None,
+            "dead_letter_channel": None,
         }
 
     def statistics(self) -> HubStatistics:

@@ -8,6 +8,7 @@ Layout (one top-level msgpack object after another, never nested)::
                outbox_counts}
     {channel part}  × N: seq, config, members, last_seq, recent_posts,
                          ledger (invitations, access requests, event log),
+                         delayed (rows of messages not visible yet),
                          "live": [<bin: packed chunk of rows>, ...],
                          "history": [<bin: packed chunk of rows>, ...]
 
@@ -35,6 +36,7 @@ import msgpack
 
 from backchannel.core.capture import Capture
 from backchannel.core.channel import ChannelState
+from backchannel.core.delivery_events import MOVE_EVENTS
 from backchannel.core.events import ChannelDeleted, Event, channel_of, from_wire
 from backchannel.core.outbox import Delivery
 from backchannel.core.records import (
@@ -148,6 +150,7 @@ def channel_pieces(capture: Capture, live: list[bytes], history: list[bytes]) ->
         "last_seq": capture.last_seq,
         "recent_posts": capture.recent_posts,
         "ledger": capture.ledger,
+        "delayed": capture.delayed,
     }
     head = _MAP_HEADER(len(small) + 2) + b"".join(_pack(k) + _pack(v) for k, v in small.items())
     return [head, *_bins("live", live), *_bins("history", history)]
@@ -257,6 +260,9 @@ def _load_channel(part: dict[str, Any]) -> ChannelState:
             entry = Archived(message, archived_at, reason)
             state.history.append(entry)
             state.archived[message.id] = entry
+    for row in part.get("delayed", ()):
+        message = Message(*row)
+        state.delayed[message.id] = message
     state.rebuild_indexes()
     state._recent_posts = deque(part["recent_posts"])
     ledger = part.get("ledger")
@@ -278,6 +284,11 @@ def replay(world: World, records: list[tuple[int, Any]]) -> tuple[int, int]:
     deleted = {body[1] for _, body in records if body[0] == ChannelDeleted.kind}
     for seq, body in records:
         event: Event = from_wire(body)
+        if isinstance(event, MOVE_EVENTS):  # two channels: each half checks its own
+            if world.apply_move(event, seq):
+                applied += 1
+                newest = max(newest, event.at)
+            continue
         channel_id = channel_of(event)
         if channel_id is None:
             covered = world.applied_seq

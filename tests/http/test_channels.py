@@ -10,6 +10,8 @@ from tests.conftest import Agent, Server, assert_error
 
 CHANNEL_KEYS = {
     "id",
+    "max_deliveries",
+    "dead_letter_channel",
     "owner_id",
     "created_by_key_id",
     "name",

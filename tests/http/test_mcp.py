@@ -272,11 +272,10 @@ async def test_waits_keep_a_gentle_pace_when_long_poll_is_off(
         with trio.fail_after(20):
             async with http_session(server.url, {"X-API-Key": agent.key}) as session:
                 channel = (await call(session, "create_channel", name="q", mode="claimable"))["id"]
-                started = trio.current_time()
+                # with long-poll off a wait does not park: claim-next answers at once
                 empty = await call(session, "claim_next", channel=channel, actor="w", wait=3)
                 assert empty["claimed"] is None
-                assert 2.9 < trio.current_time() - started < 6
-                # one channel read, then a claim and a read about once a second: not a spin
+                # await_result reads about once a second: not a spin (rate_limit=12 holds)
                 posted = await call(session, "post_task", channel="q", content="x")
                 started = trio.current_time()
                 timeout = await call(

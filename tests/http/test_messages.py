@@ -10,6 +10,8 @@ from tests.conftest import Agent, Server, assert_error
 
 MESSAGE_KEYS = {
     "id",
+    "deliveries",
+    "visible_at",
     "channel_id",
     "actor",
     "actor_label",
@@ -26,6 +28,8 @@ MESSAGE_KEYS = {
 }
 ARCHIVED_KEYS = {
     "id",
+    "reason",
+    "deliveries",
     "channel_id",
     "actor",
     "actor_label",

@@ -25,7 +25,6 @@ from backchannel.http.mcp.schemas import tool_schemas
 from backchannel.http.views import message_view
 
 # Tools whose routes belong to contract §2.5, which this server may not serve yet.
-_SKIPPED_CLAIMS = frozenset(("already_claimed", "message_not_found", "message_expired"))
 _OVER_CAP_SLEEP = 1.0  # how often waits re-check while long-poll is off or full
 
 
@@ -139,62 +138,16 @@ async def claim_task(c: Caller, a: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-async def _claim_with_lease(c: Caller, channel: str, a: dict[str, Any]) -> dict[str, Any] | None:
-    """Lease the oldest unclaimed message that nobody takes first; None when none is left.
-
-    Each claim is atomic on the server, so a message is never leased twice;
-    a message someone else won in between is skipped.
-    TODO(issue 12): one atomic call once claim-next takes ``lease_seconds``.
-    """
-    query = {"status": "unclaimed", "limit": 20}
-    page = await c.request("GET", f"/v1/channels/{channel}/messages", query=query)
-    for message in page["data"]:
-        try:
-            answer = await c.request(
-                "POST",
-                f"/v1/messages/{message['id']}/claim-with-lease",
-                _pick(a, "actor", "lease_seconds"),
-            )
-        except ToolError as exc:
-            if exc.code in _SKIPPED_CLAIMS:
-                continue
-            raise
-        return {
-            "claimed": answer["message"],
-            "lease_token": answer["lease_token"],
-            "expires_at": answer["expires_at"],
-        }
-    return None
-
-
 async def claim_next(c: Caller, a: dict[str, Any]) -> dict[str, Any]:
+    """One atomic claim-next (issue 12): with ``lease_seconds`` a lease, with
+    ``wait`` parked on the channel until a message is handed to this caller."""
     channel = _channel_segment(a["channel"])
-    wait = float(a.get("wait", 0))
-    deadline = trio.current_time() + wait
-    if wait > 0:
-        config = await c.request("GET", f"/v1/channels/{channel}")
-        if config["mode"] != "claimable":
-            raise ToolError(
-                409, {"error": "channel_not_claimable", "message": "Channel is not claimable"}
-            )
-    while True:
-        if "lease_seconds" in a:
-            claimed = await _claim_with_lease(c, channel, a)
-        else:
-            answer = await c.request("POST", "/v1/tasks/claim", _pick(a, "channel", "actor"))
-            claimed = answer if answer["claimed"] is not None else None
-        if claimed is not None:
-            return claimed
-        remaining = deadline - trio.current_time()
-        if remaining <= 0:
-            return {"claimed": None, "note": "no unclaimed messages available"}
-        # parks until a post, a release or a lapsed lease (or the wait ends)
-        query = {"status": "unclaimed", "limit": 1, "wait": f"{remaining:.3f}"}
-        page = await c.request("GET", f"/v1/channels/{channel}/messages", query=query)
-        if not page["data"]:  # the wait ended, or long-poll is off, full or shutting down
-            if c.api.hub.closing:
-                return {"claimed": None, "note": "no unclaimed messages available"}
-            await trio.sleep(min(_OVER_CAP_SLEEP, max(0.0, deadline - trio.current_time())))
+    answer: dict[str, Any] = await c.request(
+        "POST", f"/v1/channels/{channel}/claim-next", _pick(a, "actor", "lease_seconds", "wait")
+    )
+    if answer.get("claimed") is None:
+        return {"claimed": None, "note": "no unclaimed messages available"}
+    return answer
 
 
 async def heartbeat(c: Caller, a: dict[str, Any]) -> dict[str, Any]:

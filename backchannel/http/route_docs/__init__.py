@@ -11,7 +11,7 @@ limits. One module per group of resources.
 from __future__ import annotations
 
 from backchannel.config import Settings
-from backchannel.http.route_docs import access, messaging, operations
+from backchannel.http.route_docs import access, delivery, messaging, operations
 from backchannel.http.route_docs.shapes import COMPONENTS, Doc
 
 __all__ = ["COMPONENTS", "Doc", "route_docs"]
@@ -19,4 +19,9 @@ __all__ = ["COMPONENTS", "Doc", "route_docs"]
 
 def route_docs(settings: Settings) -> dict[tuple[str, str], Doc]:
     """Every API route's :class:`Doc`, with this instance's limits."""
-    return {**messaging.docs(settings), **access.docs(settings), **operations.docs(settings)}
+    return {
+        **messaging.docs(settings),
+        **access.docs(settings),
+        **operations.docs(settings),
+        **delivery.docs(settings),
+    }

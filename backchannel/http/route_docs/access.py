@@ -6,6 +6,7 @@ from __future__ import annotations
 from backchannel.config import Settings
 from backchannel.http.route_docs.shapes import (
     CHANNEL_READ,
+    DEAD_LETTER_FIELDS,
     OBJECT,
     STRING,
     TIMESTAMP,
@@ -89,6 +90,7 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
                 {"type": "integer", "minimum": 1, "maximum": 1_000_000}
             ),
             "paused": {"type": "boolean"},
+            **DEAD_LETTER_FIELDS,
         },
     )
     channel = "/v1/channels/<identifier>"
@@ -113,6 +115,7 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
                 "invalid_max_writes_per_minute",
                 "invalid_related_channels",
                 "invalid_paused",
+                "invalid_dead_letter",
             ),
         ),
         ("DELETE", channel): Doc(

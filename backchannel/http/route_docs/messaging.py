@@ -6,10 +6,12 @@ from __future__ import annotations
 from backchannel.config import Settings
 from backchannel.http.route_docs.shapes import (
     CHANNEL_READ,
+    DEAD_LETTER_FIELDS,
     MESSAGE_VERB,
     OBJECT,
     STRING,
     TIMESTAMP,
+    WAIT,
     Doc,
     Fields,
     Schema,
@@ -32,6 +34,7 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
         "actor": name,
         "actor_label": name,
         "mentions": {"type": "array", "items": STRING},
+        "delay_seconds": {"type": "integer", "minimum": 0, "maximum": 86_400},
     }
     page_query = [
         query("cursor", STRING, "`next_cursor` of the previous page; `0` or absent: the start"),
@@ -120,6 +123,7 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
                     "retention_days": {"type": "integer", "minimum": 1, "maximum": 365},
                     "max_messages": nullable({"type": "integer", "minimum": 1}),
                     "max_writes_per_minute": nullable({"type": "integer", "minimum": 1}),
+                    **DEAD_LETTER_FIELDS,
                 },
             ),
             True,
@@ -138,6 +142,7 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
                 "invalid_related_channels",
                 "invalid_webhook_url",
                 "channel_not_found",
+                "invalid_dead_letter",
             ),
         ),
         ("GET", "/v1/channels"): Doc(
@@ -175,6 +180,7 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
                 "actor_forbidden",
                 "channel_paused",
                 "channel_write_rate_exceeded",
+                "invalid_delay_seconds",
             ),
         ),
         ("GET", "/v1/channels/<identifier>/messages"): Doc(
@@ -318,7 +324,10 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
             "Claim the channel's oldest unclaimed message, atomically.",
             "tasks",
             answer=ref("ClaimNext"),
-            body=obj({"channel": STRING}, {"actor": name, "metadata": metadata}),
+            body=obj(
+                {"channel": STRING},
+                {"actor": name, "metadata": metadata, "lease_seconds": lease, "wait": WAIT},
+            ),
             body_required=True,
             errors=(
                 *CHANNEL_READ,
@@ -326,6 +335,8 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
                 "invalid_string",
                 "invalid_object",
                 "actor_forbidden",
+                "invalid_lease_seconds",
+                "invalid_wait",
             ),
         ),
         ("POST", "/v1/tasks/subscribe"): Doc(

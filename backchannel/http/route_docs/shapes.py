@@ -73,6 +73,8 @@ COMPONENTS: dict[str, Schema] = {
                 "type": "array",
                 "items": obj({"id": STRING, "name": STRING, "mode": STRING}),
             },
+            "max_deliveries": nullable({"type": "integer"}),
+            "dead_letter_channel": nullable(STRING),
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
         }
@@ -107,6 +109,8 @@ COMPONENTS: dict[str, Schema] = {
                 "items": obj({"id": STRING, "name": STRING, "occurred_at": TIMESTAMP}),
             },
             "active": {"type": "boolean"},
+            "deliveries": {"type": "integer", "description": "claims of it that began"},
+            "visible_at": TIMESTAMP,
         }
     ),
     "ArchivedMessage": obj(
@@ -123,6 +127,10 @@ COMPONENTS: dict[str, Schema] = {
             "claimed_at": nullable(TIMESTAMP),
             "archived_at": TIMESTAMP,
             "active": {"const": False},
+            "reason": {
+                "enum": ["expired", "retracted", "trimmed", "dead_lettered", "redriven"],
+            },
+            "deliveries": {"type": "integer"},
         }
     ),
     "Actor": obj(
@@ -139,7 +147,10 @@ COMPONENTS: dict[str, Schema] = {
         }
     ),
     "MessageEnvelope": obj({"message": ref("Message"), "next_cursor": STRING}),
-    "ClaimNext": obj({"claimed": nullable(ref("Message"))}, {"note": STRING}),
+    "ClaimNext": obj(
+        {"claimed": nullable(ref("Message"))},
+        {"note": STRING, "lease_token": STRING, "expires_at": TIMESTAMP},
+    ),
 }
 
 
@@ -172,6 +183,18 @@ def query(name: str, schema: Schema, description: str) -> Schema:
 
 
 CHANNEL_READ = ("channel_not_found", "channel_access_denied")
+WAIT: Schema = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 3600,
+    "description": "seconds to wait for a message (capped at the long-poll maximum)",
+}
+DEAD_LETTER_FIELDS: dict[str, Schema] = {
+    "max_deliveries": nullable({"type": "integer", "minimum": 1, "maximum": 1000}),
+    "dead_letter_channel": nullable(
+        {"type": "string", "description": "id or alias of another channel you own"}
+    ),
+}
 MESSAGE_VERB = ("message_not_found", "message_expired", "channel_access_denied")
 
 
