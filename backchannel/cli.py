@@ -1,4 +1,4 @@
-"""``backchannel serve | snapshot inspect FILE | snapshot verify DIR``."""
+"""``backchannel serve | snapshot inspect FILE | snapshot verify DIR | backup | restore``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", type=Path)
     verify = snap_commands.add_parser("verify", help="check every snapshot and log segment")
     verify.add_argument("directory", type=Path)
+    backup = commands.add_parser(
+        "backup", help="write one consistent backup of a data directory (a server may be running)"
+    )
+    backup.add_argument("--data-dir", type=Path, required=True)
+    backup.add_argument("--out", type=Path, required=True, help="the backup file to write")
+    restore = commands.add_parser("restore", help="unpack a backup into an empty data directory")
+    restore.add_argument("file", type=Path)
+    restore.add_argument("--data-dir", type=Path, required=True)
     return parser
 
 
@@ -42,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args)
     from backchannel.storage.inspect import inspect_command, verify_command
 
     if args.snapshot_command == "inspect":
@@ -77,4 +87,20 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    from backchannel.storage.backup import BackupError, restore_backup, write_backup
+
+    try:
+        if args.command == "backup":
+            report = write_backup(args.data_dir, args.out)
+            print(f"backup written: {report.describe()}")
+        else:
+            report = restore_backup(args.file, args.data_dir)
+            print(f"restored into {args.data_dir}: {report.describe()}")
+    except (BackupError, OSError) as exc:
+        print(f"backchannel {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 0
