@@ -84,6 +84,8 @@ class Settings:
     # invitations (contract §2.5, §3.9): per-IP lookups per 60 s (0 = unlimited)
     invitation_lookup_limit: int = 10
     invitation_onboarding_url: str = ""
+    # hypercorn adjustments (http/hypercorn_tuning.py); off = stock hypercorn, same wire, slower
+    http_tuning: bool = True
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):

@@ -5,10 +5,18 @@ replaces still exists and refuses to start otherwise, so an upgrade cannot
 silently undo one. :func:`tune_hypercorn` applies the ones that only make
 hypercorn cheaper (the benchmark's framework floor applies them too);
 :func:`answer_malformed_http_in_our_envelope` is about our error format.
+
+All or nothing: :func:`check_hypercorn` runs before any patch is applied
+and refuses a hypercorn other than ``VALIDATED_HYPERCORN`` or one missing
+any attribute a patch (here or in ``hypercorn_recycle``) replaces, so a
+raised pin can never leave the server half-tuned. ``BACKCHANNEL_HTTP_TUNING=off``
+(``Settings.http_tuning``) applies none of them: stock hypercorn, the same
+answers on the wire, slower (``server.py`` says what differs).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -16,11 +24,78 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import h11
 
 from backchannel.config import Settings
+
+VALIDATED_HYPERCORN: Final = "0.18.0"
+"""The hypercorn release every patch here and in ``hypercorn_recycle`` was validated on."""
+
+
+def installed_hypercorn() -> str:
+    """The installed hypercorn version."""
+    return importlib.metadata.version("hypercorn")
+
+
+def _patch_targets() -> list[tuple[object, str]]:
+    from hypercorn import config
+    from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.http_stream import HTTPStream
+    from hypercorn.trio import tcp_server
+
+    return [
+        (tcp_server, "TrioSingleTask"),
+        (HTTPStream, "app_send"),
+        (HTTPStream, "handle"),
+        (H11Protocol, "stream_send"),
+        (H11Protocol, "_send_error_response"),
+        (H11Protocol, "_maybe_recycle"),
+        (H11Protocol, "_handle_events"),
+        (H11Protocol, "_close_stream"),
+        (config, "format_date_time"),
+    ]
+
+
+def check_hypercorn() -> None:
+    """Refuse, before anything is patched, a hypercorn the patches do not fit.
+
+    Raises:
+        RuntimeError: another hypercorn version, or a patched attribute is
+            gone; the message says to re-validate or switch tuning off.
+    """
+    advice = (
+        "re-validate backchannel/http/hypercorn_tuning.py and hypercorn_recycle.py "
+        "against it, or serve on stock hypercorn with BACKCHANNEL_HTTP_TUNING=off"
+    )
+    version = installed_hypercorn()
+    if version != VALIDATED_HYPERCORN:
+        raise RuntimeError(
+            f"hypercorn {version} is not {VALIDATED_HYPERCORN}, the release the tuning "
+            f"was validated on: {advice}"
+        )
+    missing = [f"{getattr(o, '__name__', o)}.{n}" for o, n in _patch_targets() if not hasattr(o, n)]
+    if missing:
+        raise RuntimeError(f"hypercorn changed ({', '.join(missing)} gone): {advice}")
+
+
+def hypercorn_patched() -> list[str]:
+    """Names of our patches installed in this process (empty: stock hypercorn)."""
+    from hypercorn import config
+    from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.http_stream import HTTPStream
+    from hypercorn.trio import tcp_server
+
+    found = {
+        "read timeout only": getattr(tcp_server, "TrioSingleTask", None) is _ReadTimeoutOnly,
+        "whole responses": getattr(HTTPStream.app_send, "whole_responses", False),
+        "date once a second": getattr(getattr(config, "format_date_time", None), "cached", False),
+        "closed streams reported": getattr(HTTPStream, "_bc_reports_close", False),
+        "safe recycle": getattr(H11Protocol._maybe_recycle, "safe", False),
+        "error envelope": getattr(H11Protocol._send_error_response, "envelope", False),
+    }
+    return [name for name, present in found.items() if present]
 
 
 def somaxconn() -> int:
@@ -98,6 +173,7 @@ def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
 
     if not hasattr(H11Protocol, "_send_error_response"):
         raise RuntimeError("hypercorn changed: H11Protocol._send_error_response is gone")
+    send_error_response.envelope = True  # type: ignore[attr-defined]
     H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
 
 

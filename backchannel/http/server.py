@@ -6,6 +6,20 @@ trigger first wakes every long-poll waiter, which answers its empty page
 after its grace period); hypercorn then stops accepting and finishes
 in-flight requests within ``graceful_timeout``; only then does the runtime
 close, flush the journal and write the final snapshot.
+
+Stock hypercorn (``BACKCHANNEL_HTTP_TUNING=off``): none of our hypercorn
+patches is applied, not even the safe keep-alive recycle of
+``hypercorn_recycle``. That one is a correctness fix, but only for apps
+that answer before reading the whole body; ours never does (the API lane
+reads every body before answering, and reads ahead for Quart), so the wire
+stays correct without it (``tests/http/test_keepalive.py`` runs in the
+stock subset). Parked long-polls then learn of a closed client through the
+portable path (``Request.park`` reads ``receive`` for ``http.disconnect``),
+and idle keep-alive connections are closed by hypercorn's own keep-alive
+timer as well as by ``read_timeout``. One difference is visible on the
+wire: a request h11 cannot parse at all gets hypercorn's bare 400 instead
+of our JSON envelope. A process that tuned hypercorn once cannot serve
+stock afterwards (the patches are process-wide): it refuses to start.
 """
 
 from __future__ import annotations
@@ -26,6 +40,9 @@ from backchannel.http.app import create_app
 from backchannel.http.hypercorn_recycle import install_safe_recycle
 from backchannel.http.hypercorn_tuning import (
     answer_malformed_http_in_our_envelope,
+    check_hypercorn,
+    hypercorn_patched,
+    installed_hypercorn,
     somaxconn,
     tune_hypercorn,
 )
@@ -83,11 +100,31 @@ async def serve(
     ``http://127.0.0.1:8080`` (useful with port 0).
     """
     stop = stop if stop is not None else trio.Event()
-    tune_hypercorn()
-    install_safe_recycle(settings.max_body_bytes * DRAIN_FACTOR)
-    answer_malformed_http_in_our_envelope(settings)
+    prepare_hypercorn(settings)
     with _serving_gc():
         await _serve(settings, stop, handle_signals, in_memory, task_status)
+
+
+def prepare_hypercorn(settings: Settings) -> None:
+    """Tune hypercorn, all patches or none (module docstring).
+
+    Raises:
+        RuntimeError: tuning is on but hypercorn is not the validated one,
+            or tuning is off but this process already tuned hypercorn.
+    """
+    if settings.http_tuning:
+        check_hypercorn()
+        tune_hypercorn()
+        install_safe_recycle(settings.max_body_bytes * DRAIN_FACTOR)
+        answer_malformed_http_in_our_envelope(settings)
+        return
+    patched = hypercorn_patched()
+    if patched:
+        raise RuntimeError(
+            f"BACKCHANNEL_HTTP_TUNING=off, but this process already patched hypercorn "
+            f"({', '.join(patched)}); start a fresh process"
+        )
+    log.info("BACKCHANNEL_HTTP_TUNING=off: stock hypercorn %s", installed_hypercorn())
 
 
 async def _serve(
