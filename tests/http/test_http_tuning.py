@@ -139,6 +139,7 @@ async def test_stock_hypercorn_answers_like_tuned_hypercorn(
         process.terminate()
         with trio.fail_after(15):
             await process.wait()
-        process.stderr.close() if process.stderr is not None else None
+        if process.stderr is not None:
+            await process.stderr.aclose()
     for index, (stock, tuned) in enumerate(zip(there, here, strict=True)):
         assert stock == tuned, index
