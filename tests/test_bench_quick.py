@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "tools" / "bench.py"
-SCENARIOS = ["posts", "claim", "wake", "idle", "floor", "fsync", "restart"]
+SCENARIOS = ["posts", "claim", "wake", "idle", "floor", "fsync", "stock", "restart"]
 RUN_TIMEOUT_S = 240
 
 

@@ -37,6 +37,8 @@ floor    the posts load against ``tools/floor_app.py`` (bare quart-trio on
          posts/s as % of it (target >= 80).
 fsync    the posts load with ``--fsync always`` and ``--fsync never``, same
          run, as a ratio (target >= 0.8).
+stock    the posts load on stock hypercorn (``BACKCHANNEL_HTTP_TUNING=off``),
+         same run: posts/s tuned and stock, and their ratio.
 restart  time from spawn to ``/health`` 200 on data directories written by
          ``tools/gen_data.py`` (100,000 and 1,000,000 live messages; target
          <= 10 s for 1,000,000), and the worst request of a probe running
@@ -79,7 +81,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 PYTHON = sys.executable
 HOST = "127.0.0.1"
-ALL_SCENARIOS = ("posts", "claim", "wake", "idle", "floor", "fsync", "restart")
+ALL_SCENARIOS = ("posts", "claim", "wake", "idle", "floor", "fsync", "stock", "restart")
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
 SETUP_ALLOWANCE_S = 60.0
@@ -244,7 +246,7 @@ def real_server_check() -> None:
 def server_command(kind: str, port: int, data_dir: str) -> list[str]:
     if kind == "floor":
         return [PYTHON, str(TOOLS / "floor_app.py"), "--host", HOST, "--port", str(port)]
-    fsync = {"real": "always", "always": "always", "never": "never"}[kind]
+    fsync = {"real": "always", "always": "always", "never": "never", "stock": "always"}[kind]
     return [
         PYTHON,
         "-m",
@@ -531,10 +533,12 @@ class Bench:
         targets: list[str] = []
         if "floor" in wanted:
             targets.append("floor")
-        if wanted & {"posts", "floor", "fsync"}:
+        if wanted & {"posts", "floor", "fsync", "stock"}:
             targets.append("always")
         if "fsync" in wanted:
             targets.append("never")
+        if "stock" in wanted:
+            targets.append("stock")
         return targets
 
     def collect_post_runs(self) -> None:
@@ -563,8 +567,9 @@ class Bench:
                 if target in self._post_errors:
                     continue
                 log(f"posts load on {target} (repetition {rep + 1}/{self.s.repeat})")
+                stock = {"BACKCHANNEL_HTTP_TUNING": "off"} if target == "stock" else None
                 try:
-                    with running_server(target, self.pinning) as server:
+                    with running_server(target, self.pinning, extra_env=stock) as server:
                         run_args = {
                             **args,
                             "target": "floor" if target == "floor" else "real",
@@ -649,6 +654,29 @@ class Bench:
                 Spec("ratio", "always / never posts/s", "x", ">= 0.8", at_least=0.8),
                 Spec("always_p50", "post p50 --fsync always", "ms"),
                 Spec("never_p50", "post p50 --fsync never", "ms"),
+            ],
+            paired,
+        )
+
+    def scenario_stock(self, out: Outcome) -> None:
+        tuned = self._post_results("always")
+        stock = self._post_results("stock")
+        paired = [
+            {
+                "tuned": a["posts_per_s"],
+                "stock": b["posts_per_s"],
+                "ratio": a["posts_per_s"] / b["posts_per_s"],
+                "stock_p99": b["post_p99_ms"],
+            }
+            for a, b in zip(tuned, stock, strict=False)
+        ]
+        out.runs = paired
+        out.figures = figures(
+            [
+                Spec("tuned", "posts/s, tuned hypercorn", "req/s"),
+                Spec("stock", "posts/s, stock hypercorn (HTTP_TUNING=off)", "req/s"),
+                Spec("ratio", "tuned / stock posts/s", "x"),
+                Spec("stock_p99", "post p99, stock hypercorn", "ms"),
             ],
             paired,
         )
