@@ -29,7 +29,7 @@ import gc
 import logging
 import math
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 from hypercorn.config import Config
@@ -48,6 +48,7 @@ from backchannel.http.hypercorn_tuning import (
 )
 from backchannel.http.request import DRAIN_FACTOR
 from backchannel.runtime.service import open_runtime
+from backchannel.runtime.vitals import log_vitals
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,11 @@ async def _serve(
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_watch_signals, stop)
+            vitals_scope = trio.CancelScope()
+            if settings.vitals_log_seconds > 0:
+                nursery.start_soon(
+                    _run_in, vitals_scope, log_vitals, hub, settings.vitals_log_seconds
+                )
             binds = await nursery.start(
                 lambda task_status: hypercorn_serve(
                     app,
@@ -159,11 +165,19 @@ async def _serve(
             log.info("serving on %s", url)
             task_status.started(url)
             await stop.wait()
+            vitals_scope.cancel()
             # hypercorn returns once in-flight requests are done; then stop watching signals
             nursery.cancel_scope.deadline = (
                 trio.current_time() + settings.graceful_timeout_seconds + 5
             )
         log.info("HTTP stopped; flushing and writing the final snapshot")
+
+
+async def _run_in(
+    scope: trio.CancelScope, fn: Callable[..., Awaitable[None]], *args: object
+) -> None:
+    with scope:
+        await fn(*args)
 
 
 async def _watch_signals(stop: trio.Event) -> None:
