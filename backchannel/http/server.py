@@ -37,12 +37,10 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from backchannel.config import Settings
 from backchannel.http.app import create_app
+from backchannel.http.hypercorn_pin import check_hypercorn, hypercorn_patched, installed_hypercorn
 from backchannel.http.hypercorn_recycle import install_safe_recycle
 from backchannel.http.hypercorn_tuning import (
     answer_malformed_http_in_our_envelope,
-    check_hypercorn,
-    hypercorn_patched,
-    installed_hypercorn,
     somaxconn,
     tune_hypercorn,
 )

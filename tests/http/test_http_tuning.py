@@ -22,7 +22,7 @@ _SWITCH = r"""
 import json, sys
 from hypercorn.protocol.h11 import H11Protocol
 from backchannel.config import Settings
-from backchannel.http import hypercorn_tuning
+from backchannel.http import hypercorn_pin
 from backchannel.http.server import prepare_hypercorn
 
 results = {}
@@ -32,12 +32,12 @@ def attempt(name, settings):
         results[name] = "ok"
     except RuntimeError as exc:
         results[name] = str(exc)
-    results[name + " patched"] = hypercorn_tuning.hypercorn_patched()
+    results[name + " patched"] = hypercorn_pin.hypercorn_patched()
 
-real = hypercorn_tuning.installed_hypercorn
-hypercorn_tuning.installed_hypercorn = lambda: "0.19.0"
+real = hypercorn_pin.installed_hypercorn
+hypercorn_pin.installed_hypercorn = lambda: "0.19.0"
 attempt("newer pin", Settings())
-hypercorn_tuning.installed_hypercorn = real
+hypercorn_pin.installed_hypercorn = real
 stock = H11Protocol._close_stream
 del H11Protocol._close_stream
 attempt("attribute gone", Settings())
@@ -61,7 +61,7 @@ def test_tuning_is_all_or_nothing_and_off_means_stock() -> None:
     assert results["attribute gone patched"] == []
     assert (results["stock"], results["stock patched"]) == ("ok", [])
     assert results["tuned"] == "ok"
-    assert len(results["tuned patched"]) == 6
+    assert len(results["tuned patched"]) == 7
     assert "already patched hypercorn" in results["stock after tuned"]
 
 
