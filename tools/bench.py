@@ -667,6 +667,8 @@ class Bench:
                 "stock": b["posts_per_s"],
                 "ratio": a["posts_per_s"] / b["posts_per_s"],
                 "stock_p99": b["post_p99_ms"],
+                "tuned_cpu": a["server_cpu_us_per_post"],
+                "stock_cpu": b["server_cpu_us_per_post"],
             }
             for a, b in zip(tuned, stock, strict=False)
         ]
@@ -677,6 +679,8 @@ class Bench:
                 Spec("stock", "posts/s, stock hypercorn (HTTP_TUNING=off)", "req/s"),
                 Spec("ratio", "tuned / stock posts/s", "x"),
                 Spec("stock_p99", "post p99, stock hypercorn", "ms"),
+                Spec("tuned_cpu", "server CPU per post, tuned", "us"),
+                Spec("stock_cpu", "server CPU per post, stock", "us"),
             ],
             paired,
         )
