@@ -18,7 +18,9 @@ portable path (``Request.park`` reads ``receive`` for ``http.disconnect``),
 and idle keep-alive connections are closed by hypercorn's own keep-alive
 timer as well as by ``read_timeout``. One difference is visible on the
 wire: a request h11 cannot parse at all gets hypercorn's bare 400 instead
-of our JSON envelope. A process that tuned hypercorn once cannot serve
+of our JSON envelope. Not on the wire: a connection its client closed
+keeps its descriptor until hypercorn's keep-alive timer fires (up to
+``IDLE_TIMEOUT_SECONDS``). A process that tuned hypercorn once cannot serve
 stock afterwards (the patches are process-wide): it refuses to start.
 """
 
