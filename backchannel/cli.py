@@ -1,4 +1,4 @@
-"""``backchannel serve | mcp | snapshot inspect FILE | snapshot verify DIR``."""
+"""``backchannel serve | mcp | snapshot inspect FILE | snapshot verify DIR | backup | restore``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", type=Path)
     verify = snap_commands.add_parser("verify", help="check every snapshot and log segment")
     verify.add_argument("directory", type=Path)
+    backup = commands.add_parser(
+        "backup", help="write one consistent backup of a data directory (a server may be running)"
+    )
+    backup.add_argument("--data-dir", type=Path, required=True)
+    backup.add_argument("--out", type=Path, required=True, help="the backup file to write")
+    restore = commands.add_parser("restore", help="unpack a backup into an empty data directory")
+    restore.add_argument("file", type=Path)
+    restore.add_argument("--data-dir", type=Path, required=True)
     return parser
 
 
@@ -56,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "mcp":
         return _mcp(args)
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(args)
     from backchannel.storage.inspect import inspect_command, verify_command
 
     if args.snapshot_command == "inspect":
@@ -106,3 +116,19 @@ def _mcp(args: argparse.Namespace) -> int:
         return run(os.environ)
     except KeyboardInterrupt:
         return 130
+
+
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    from backchannel.storage.backup import BackupError, restore_backup, write_backup
+
+    try:
+        if args.command == "backup":
+            report = write_backup(args.data_dir, args.out)
+            print(f"backup written: {report.describe()}")
+        else:
+            report = restore_backup(args.file, args.data_dir)
+            print(f"restored into {args.data_dir}: {report.describe()}")
+    except (BackupError, OSError) as exc:
+        print(f"backchannel {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -101,6 +101,10 @@ class Settings:
     log_format: str = "text"
     certfile: str = ""
     keyfile: str = ""
+    # hypercorn adjustments (http/hypercorn_tuning.py); off = stock hypercorn, same wire, slower
+    http_tuning: bool = True
+    # seconds between "vitals" log lines (runtime/vitals.py); 0 = none
+    vitals_log_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):

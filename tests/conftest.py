@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,13 +13,20 @@ import httpx
 import pytest
 import trio
 
-from backchannel.config import Settings
+from backchannel.config import Settings, load_settings
 from backchannel.http.server import serve
 
 
 def test_settings(data_dir: Path, **changes: Any) -> Settings:
-    """Settings for tests: port 0, no limiter noise, no background heartbeat."""
+    """Settings for tests: port 0, no limiter noise, no background heartbeat.
+
+    ``BACKCHANNEL_HTTP_TUNING`` is honoured, so ``make test`` can run a
+    subset on stock hypercorn (``make pytest-stock``).
+    """
     base = Settings(
+        http_tuning=load_settings(
+            {"BACKCHANNEL_HTTP_TUNING": os.environ.get("BACKCHANNEL_HTTP_TUNING", "")}
+        ).http_tuning,
         host="127.0.0.1",
         port=0,
         data_dir=data_dir,

@@ -19,7 +19,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "tools" / "bench.py"
-SCENARIOS = ["posts", "claim", "wake", "idle", "floor", "fsync", "metrics", "restart"]
+SCENARIOS = [
+    "posts",
+    "claim",
+    "wake",
+    "idle",
+    "floor",
+    "fsync",
+    "metrics",
+    "stock",
+    "restart",
+]
 RUN_TIMEOUT_S = 240
 
 

@@ -45,6 +45,8 @@ fsync    the posts load with ``--fsync always`` and ``--fsync never``, same
 metrics  the posts load with ``/metrics`` on (the default) and with
          ``BACKCHANNEL_METRICS_ENABLED=false``, same run, as a ratio
          (target >= 0.95: metrics cost at most 5 %).
+stock    the posts load on stock hypercorn (``BACKCHANNEL_HTTP_TUNING=off``),
+         same run: posts/s tuned and stock, and their ratio.
 restart  time from spawn to ``/health`` 200 on data directories written by
          ``tools/gen_data.py`` (100,000 and 1,000,000 live messages; target
          <= 10 s for 1,000,000), and the worst request of a probe running
@@ -96,6 +98,7 @@ ALL_SCENARIOS = (
     "floor",
     "fsync",
     "metrics",
+    "stock",
     "restart",
 )
 READY_TIMEOUT_S = 60.0
@@ -270,7 +273,13 @@ def real_server_check() -> None:
 def server_command(kind: str, port: int, data_dir: str) -> list[str]:
     if kind == "floor":
         return [PYTHON, str(TOOLS / "floor_app.py"), "--host", HOST, "--port", str(port)]
-    fsync = {"real": "always", "always": "always", "never": "never", "nometrics": "always"}[kind]
+    fsync = {
+        "real": "always",
+        "always": "always",
+        "never": "never",
+        "nometrics": "always",
+        "stock": "always",
+    }[kind]
     return [
         PYTHON,
         "-m",
@@ -288,6 +297,7 @@ def server_command(kind: str, port: int, data_dir: str) -> list[str]:
 
 
 NO_METRICS_ENV = {"BACKCHANNEL_METRICS_ENABLED": "false"}
+EXTRA_ENV = {"nometrics": NO_METRICS_ENV, "stock": {"BACKCHANNEL_HTTP_TUNING": "off"}}
 
 
 def server_env(max_waiters: int, max_wait_s: int) -> dict[str, str]:
@@ -562,12 +572,14 @@ class Bench:
         targets: list[str] = []
         if "floor" in wanted:
             targets.append("floor")
-        if wanted & {"posts", "floor", "fsync", "metrics"}:
+        if wanted & {"posts", "floor", "fsync", "metrics", "stock"}:
             targets.append("always")
         if "fsync" in wanted:
             targets.append("never")
         if "metrics" in wanted:
             targets.append("nometrics")
+        if "stock" in wanted:
+            targets.append("stock")
         return targets
 
     def collect_post_runs(self) -> None:
@@ -597,7 +609,7 @@ class Bench:
                     continue
                 log(f"posts load on {target} (repetition {rep + 1}/{self.s.repeat})")
                 try:
-                    extra = NO_METRICS_ENV if target == "nometrics" else None
+                    extra = EXTRA_ENV.get(target)
                     with running_server(target, self.pinning, extra_env=extra) as server:
                         run_args = {
                             **args,
@@ -708,6 +720,35 @@ class Bench:
                 Spec("ratio", "on / off posts/s", "x", ">= 0.95", at_least=0.95),
                 Spec("on_p50", "post p50, metrics on", "ms"),
                 Spec("off_p50", "post p50, metrics off", "ms"),
+            ],
+            paired,
+        )
+
+    # scenarios with their own servers --------------------------------------------------
+
+    def scenario_stock(self, out: Outcome) -> None:
+        tuned = self._post_results("always")
+        stock = self._post_results("stock")
+        paired = [
+            {
+                "tuned": a["posts_per_s"],
+                "stock": b["posts_per_s"],
+                "ratio": a["posts_per_s"] / b["posts_per_s"],
+                "stock_p99": b["post_p99_ms"],
+                "tuned_cpu": a["server_cpu_us_per_post"],
+                "stock_cpu": b["server_cpu_us_per_post"],
+            }
+            for a, b in zip(tuned, stock, strict=False)
+        ]
+        out.runs = paired
+        out.figures = figures(
+            [
+                Spec("tuned", "posts/s, tuned hypercorn", "req/s"),
+                Spec("stock", "posts/s, stock hypercorn (HTTP_TUNING=off)", "req/s"),
+                Spec("ratio", "tuned / stock posts/s", "x"),
+                Spec("stock_p99", "post p99, stock hypercorn", "ms"),
+                Spec("tuned_cpu", "server CPU per post, tuned", "us"),
+                Spec("stock_cpu", "server CPU per post, stock", "us"),
             ],
             paired,
         )

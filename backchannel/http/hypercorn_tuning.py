@@ -5,11 +5,19 @@ replaces still exists and refuses to start otherwise, so an upgrade cannot
 silently undo one. :func:`tune_hypercorn` applies the ones that only make
 hypercorn cheaper (the benchmark's framework floor applies them too);
 :func:`answer_malformed_http_in_our_envelope` is about our error format.
+
+All or nothing: ``hypercorn_pin.check_hypercorn`` runs before any patch is
+applied and refuses a hypercorn other than the validated release or one
+missing any attribute a patch (here or in ``hypercorn_recycle``) replaces,
+so a raised pin can never leave the server half-tuned. ``BACKCHANNEL_HTTP_TUNING=off``
+(``Settings.http_tuning``) applies none of them: stock hypercorn, the same
+answers on the wire, slower (``server.py`` says what differs).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -19,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import h11
+import trio
 
 from backchannel.config import Settings
 
@@ -37,16 +46,24 @@ class _ReadTimeoutOnly:
     every request to time idle keep-alive connections: ~20 % of the server's
     time when 10,000 long-polls are answered at once. Under quart-trio that
     timer does not even fire after a connection's first request
-    (stack-notes pitfall 1), so idle connections are closed by
-    ``read_timeout`` instead, which costs nothing per request. This class
-    keeps hypercorn's ``SingleTask`` interface and does nothing.
+    (stack-notes pitfall 1). This class keeps hypercorn's ``SingleTask``
+    interface and only notes when the connection went idle (opened, or its
+    answer sent: ``restart``) or busy (a request's headers arrived:
+    ``stop``); the connection's read loop (:func:`_idle_deadline_in_reads`)
+    turns that into the deadline of the read it is waiting on anyway, so
+    it costs nothing per request.
     """
 
+    __slots__ = ("idle_since",)
+
+    def __init__(self) -> None:
+        self.idle_since: float | None = None
+
     async def restart(self, task_group: object, action: object) -> None:
-        return None
+        self.idle_since = trio.current_time()
 
     async def stop(self) -> None:
-        return None
+        self.idle_since = None
 
 
 def _use_read_timeout_only() -> None:
@@ -56,6 +73,48 @@ def _use_read_timeout_only() -> None:
     if not hasattr(tcp_server, "TrioSingleTask"):
         raise RuntimeError("hypercorn changed: tcp_server.TrioSingleTask is gone; review server.py")
     tcp_server.TrioSingleTask = _ReadTimeoutOnly
+
+
+def _idle_deadline_in_reads() -> None:
+    """Close a connection idle for ``keep_alive_timeout``, headers trickling in or not.
+
+    Hypercorn's read loop waits on each read for at most ``read_timeout``;
+    here the wait also ends when the connection has been idle (no request
+    whose headers are complete) for ``keep_alive_timeout``. A client that
+    sends its headers a byte a second therefore loses its connection as on
+    stock hypercorn, whose keep-alive timer runs until the headers are
+    complete; without this, each byte arriving within ``read_timeout``
+    would keep it open for as long as h11 accepts more header bytes. The
+    loop is otherwise stock 0.18's ``TCPServer._read_data``.
+    """
+    from hypercorn.events import Closed, RawData
+    from hypercorn.trio import tcp_server
+
+    stock = tcp_server.TCPServer._read_data
+    if getattr(stock, "idle_deadline", False):
+        return
+
+    async def read_data(self: Any) -> None:
+        read_timeout = self.config.read_timeout or math.inf
+        idle_timeout = self.config.keep_alive_timeout or math.inf
+        while True:
+            deadline = trio.current_time() + read_timeout
+            since = getattr(self.idle_task, "idle_since", None)
+            if since is not None:
+                deadline = min(deadline, since + idle_timeout)
+            try:
+                with trio.fail_at(deadline):
+                    data = await self.stream.receive_some(tcp_server.MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            else:
+                await self.protocol.handle(RawData(bytes(data)))
+                if data == b"":
+                    break
+        await self.protocol.handle(Closed())
+
+    read_data.idle_deadline = True  # type: ignore[attr-defined]
+    tcp_server.TCPServer._read_data = read_data  # type: ignore[method-assign]
 
 
 def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
@@ -98,6 +157,7 @@ def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
 
     if not hasattr(H11Protocol, "_send_error_response"):
         raise RuntimeError("hypercorn changed: H11Protocol._send_error_response is gone")
+    send_error_response.envelope = True  # type: ignore[attr-defined]
     H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
 
 
@@ -309,6 +369,7 @@ def client_gone_hook(send: Any) -> OnLeave | None:
 def tune_hypercorn() -> None:
     """Apply the patches that make hypercorn's trio worker cheaper per request."""
     _use_read_timeout_only()
+    _idle_deadline_in_reads()
     _whole_responses_in_one_step()
     _date_header_once_a_second()
     _report_closed_streams()

@@ -8,6 +8,22 @@ in-flight requests within ``graceful_timeout``; only then does the runtime
 close, flush the journal and write the final snapshot. The MCP endpoint's
 task group (``/mcp``) lives around HTTP: it starts before the first request
 and ends after the last.
+
+Stock hypercorn (``BACKCHANNEL_HTTP_TUNING=off``): none of our hypercorn
+patches is applied, not even the safe keep-alive recycle of
+``hypercorn_recycle``. That one is a correctness fix, but only for apps
+that answer before reading the whole body; ours never does (the API lane
+reads every body before answering, and reads ahead for Quart), so the wire
+stays correct without it (``tests/http/test_keepalive.py`` runs in the
+stock subset). Parked long-polls then learn of a closed client through the
+portable path (``Request.park`` reads ``receive`` for ``http.disconnect``),
+and idle keep-alive connections are closed by hypercorn's own keep-alive
+timer as well as by ``read_timeout``. One difference is visible on the
+wire: a request h11 cannot parse at all gets hypercorn's bare 400 instead
+of our JSON envelope. Not on the wire: a connection its client closed
+keeps its descriptor until hypercorn's keep-alive timer fires (up to
+``IDLE_TIMEOUT_SECONDS``). A process that tuned hypercorn once cannot serve
+stock afterwards (the patches are process-wide): it refuses to start.
 """
 
 from __future__ import annotations
@@ -17,7 +33,7 @@ import gc
 import logging
 import math
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 from hypercorn.config import Config
@@ -25,6 +41,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from backchannel.config import Settings
 from backchannel.http.app import create_app
+from backchannel.http.hypercorn_pin import check_hypercorn, hypercorn_patched, installed_hypercorn
 from backchannel.http.hypercorn_recycle import install_safe_recycle
 from backchannel.http.hypercorn_tuning import (
     answer_malformed_http_in_our_envelope,
@@ -33,6 +50,7 @@ from backchannel.http.hypercorn_tuning import (
 )
 from backchannel.http.request import DRAIN_FACTOR
 from backchannel.runtime.service import open_runtime
+from backchannel.runtime.vitals import log_vitals
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +106,31 @@ async def serve(
     ``http://127.0.0.1:8080`` (useful with port 0).
     """
     stop = stop if stop is not None else trio.Event()
-    tune_hypercorn()
-    install_safe_recycle(settings.max_body_bytes * DRAIN_FACTOR)
-    answer_malformed_http_in_our_envelope(settings)
+    prepare_hypercorn(settings)
     with _serving_gc():
         await _serve(settings, stop, handle_signals, in_memory, task_status)
+
+
+def prepare_hypercorn(settings: Settings) -> None:
+    """Tune hypercorn, all patches or none (module docstring).
+
+    Raises:
+        RuntimeError: tuning is on but hypercorn is not the validated one,
+            or tuning is off but this process already tuned hypercorn.
+    """
+    if settings.http_tuning:
+        check_hypercorn()
+        tune_hypercorn()
+        install_safe_recycle(settings.max_body_bytes * DRAIN_FACTOR)
+        answer_malformed_http_in_our_envelope(settings)
+        return
+    patched = hypercorn_patched()
+    if patched:
+        raise RuntimeError(
+            f"BACKCHANNEL_HTTP_TUNING=off, but this process already patched hypercorn "
+            f"({', '.join(patched)}); start a fresh process"
+        )
+    log.info("BACKCHANNEL_HTTP_TUNING=off: stock hypercorn %s", installed_hypercorn())
 
 
 async def _serve(
@@ -118,6 +156,11 @@ async def _serve(
                 nursery.start_soon(_watch_signals, stop)
             if access_log is not None:
                 nursery.start_soon(access_log.run, stop)
+            vitals_scope = trio.CancelScope()
+            if settings.vitals_log_seconds > 0:
+                nursery.start_soon(
+                    _run_in, vitals_scope, log_vitals, hub, settings.vitals_log_seconds
+                )
             binds = await nursery.start(
                 lambda task_status: hypercorn_serve(
                     app,
@@ -141,6 +184,7 @@ async def _serve(
             )
             task_status.started(url)
             await stop.wait()
+            vitals_scope.cancel()
             # hypercorn returns once in-flight requests are done; then stop watching signals
             nursery.cancel_scope.deadline = (
                 trio.current_time() + settings.graceful_timeout_seconds + 5
@@ -155,6 +199,13 @@ async def _serve(
             hub.keys_minted,
             len(outbox.pending),
         )
+
+
+async def _run_in(
+    scope: trio.CancelScope, fn: Callable[..., Awaitable[None]], *args: object
+) -> None:
+    with scope:
+        await fn(*args)
 
 
 async def _watch_signals(stop: trio.Event) -> None:

@@ -11,7 +11,9 @@ seq) and queues it. One task, ``FileJournal.run``, does all the file work:
 2. take *everything* queued, plus any pending flush/roll request, with no
    await in between (so nothing is taken twice or lost);
 3. make one ``trio.to_thread.run_sync`` call that writes the batch with one
-   ``os.write`` and, per policy, fsyncs it;
+   ``os.write`` and, per policy, fsyncs it (the log closes each batch with
+   a marker in that same write, so recovery can tell a batch cut short by
+   a crash from damage; ``storage.segments``);
 4. advance ``last_durable_seq`` and release every waiter of that batch.
 
 It never lingers to grow a batch: while one batch is in the thread, new

@@ -59,9 +59,9 @@ class RecoveryReport:
 
 
 def prepare_data_dir(directory: Path) -> None:
-    """Create the data directory if missing; fail fast if it is not writable."""
+    """Create the data directory (0700) if missing; fail fast if it is not writable."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only, like its files
     except OSError as exc:
         raise StartupError(f"cannot create data directory {directory}: {exc.strerror}") from None
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):

@@ -40,9 +40,32 @@ Rules
    leave zero-filled blocks at the end of a file, and an all-zero header
    would otherwise look valid (``crc32(b"") == 0``).
 
-What the scan cannot see: whether good frames follow a bad one. Callers
-decide what a problem means from its position (tail of the newest segment
-versus anywhere else).
+Batches (format version 2)
+--------------------------
+
+From version 2 on, every group commit ends with a *batch marker*: one more
+frame whose payload is::
+
+    batch marker payload, struct "<4sIIQ"
+    +------------------+------------+-------------+-------------------+
+    | magic b"\xc1BCB" | count (u32)| crc32 (u32) | length (u64)      |
+    +------------------+------------+-------------+-------------------+
+     0                  4            8             12                  20
+
+``count`` is the number of record frames since the previous marker (or the
+segment header), ``length`` their total bytes and ``crc32`` the CRC of
+those bytes. The first byte, 0xC1, is never used by msgpack, so a marker
+can never be mistaken for a record payload (which is msgpack), and never
+appears inside a UTF-8 string either. A batch is written with one
+``os.write`` and its marker last, so a crash mid-append leaves records
+without their marker: an *incomplete* batch. ``find_batch_marker`` finds a
+valid marker frame anywhere in a byte string; that is how a reader learns
+that a complete batch follows a bad spot, which a torn append cannot
+produce. Version 1 segments (no markers) are still read.
+
+What the frame scan alone cannot see: whether good frames follow a bad one.
+Callers decide what a problem means from its position and from the markers
+after it.
 """
 
 from __future__ import annotations
@@ -53,6 +76,10 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 __all__ = [
+    "BATCH_MARKER",
+    "BATCH_MARKER_FRAME_SIZE",
+    "BATCH_MARKER_MAGIC",
+    "BATCH_MARKER_SIZE",
     "FORMAT_VERSION",
     "FRAME_HEADER",
     "FRAME_HEADER_SIZE",
@@ -60,13 +87,19 @@ __all__ = [
     "SEGMENT_HEADER",
     "SEGMENT_HEADER_SIZE",
     "SEGMENT_MAGIC",
+    "SUPPORTED_VERSIONS",
+    "BatchMarker",
     "FrameProblem",
     "FrameScan",
     "SegmentHeaderError",
+    "decode_batch_marker",
     "decode_frames",
     "decode_segment_header",
+    "encode_batch_marker",
     "encode_frame",
     "encode_segment_header",
+    "find_batch_marker",
+    "is_batch_marker_payload",
 ]
 
 FRAME_HEADER: Final = struct.Struct("<II")
@@ -74,11 +107,20 @@ FRAME_HEADER_SIZE: Final = 8
 assert FRAME_HEADER.size == struct.calcsize("<II") == FRAME_HEADER_SIZE
 
 SEGMENT_MAGIC: Final = b"BCLOG\x00\x00\x00"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""What the writer produces: version 2 closes every batch with a marker."""
+SUPPORTED_VERSIONS: Final = (1, 2)
 SEGMENT_HEADER: Final = struct.Struct("<8sB3x")
 SEGMENT_HEADER_SIZE: Final = 12
 assert SEGMENT_HEADER.size == struct.calcsize("<8sB3x") == SEGMENT_HEADER_SIZE
 assert len(SEGMENT_MAGIC) == 8
+
+BATCH_MARKER_MAGIC: Final = b"\xc1BCB"
+BATCH_MARKER: Final = struct.Struct("<4sIIQ")
+BATCH_MARKER_SIZE: Final = 20
+BATCH_MARKER_FRAME_SIZE: Final = FRAME_HEADER_SIZE + BATCH_MARKER_SIZE
+assert BATCH_MARKER.size == struct.calcsize("<4sIIQ") == BATCH_MARKER_SIZE
+assert len(BATCH_MARKER_MAGIC) == 4
 
 MAX_PAYLOAD: Final = 0xFFFF_FFFF
 """Largest payload a u32 length prefix can describe."""
@@ -106,6 +148,15 @@ class FrameScan:
     valid_end: int
     problem: FrameProblem | None
     problem_offset: int | None
+
+
+@dataclass(frozen=True)
+class BatchMarker:
+    """A decoded batch marker: the batch's record count, CRC and byte length."""
+
+    count: int
+    crc: int
+    length: int
 
 
 class SegmentHeaderError(ValueError):
@@ -191,6 +242,57 @@ def decode_segment_header(data: bytes) -> int:
     magic, version = SEGMENT_HEADER.unpack_from(data, 0)
     if magic != SEGMENT_MAGIC:
         raise SegmentHeaderError(f"bad magic {magic!r}")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise SegmentHeaderError(f"unsupported format version {version}")
     return int(version)
+
+
+def encode_batch_marker(count: int, crc: int, length: int) -> bytes:
+    """The marker frame that closes a batch of ``count`` record frames.
+
+    Args:
+        count: record frames in the batch (at least 1).
+        crc: ``zlib.crc32`` of the batch's record frames, back to back.
+        length: total bytes of those frames.
+
+    Raises:
+        ValueError: on a count below 1 or values that do not fit the layout.
+    """
+    if not 1 <= count <= 0xFFFF_FFFF or not 0 <= crc <= 0xFFFF_FFFF or length < 0:
+        raise ValueError(f"bad batch marker fields count={count} crc={crc} length={length}")
+    return encode_frame(BATCH_MARKER.pack(BATCH_MARKER_MAGIC, count, crc, length))
+
+
+def decode_batch_marker(payload: bytes) -> BatchMarker | None:
+    """The marker in a frame payload, or None if the payload is not a marker.
+
+    A payload that starts with the marker magic but has the wrong size is
+    not a marker either; the caller sees it as a bad frame.
+    """
+    if len(payload) != BATCH_MARKER_SIZE or not payload.startswith(BATCH_MARKER_MAGIC):
+        return None
+    _magic, count, crc, length = BATCH_MARKER.unpack(payload)
+    return BatchMarker(count=count, crc=crc, length=length)
+
+
+def is_batch_marker_payload(payload: bytes) -> bool:
+    """True if a frame payload claims to be a marker (starts with its magic)."""
+    return payload[:1] == BATCH_MARKER_MAGIC[:1]
+
+
+def find_batch_marker(data: bytes, start: int) -> int | None:
+    """Offset of the first whole, CRC-valid marker frame starting at or after ``start``.
+
+    Looks at raw bytes, not at frame boundaries, so it finds a marker even
+    past a frame whose length field is damaged.
+    """
+    at = max(start, 0) + FRAME_HEADER_SIZE
+    while (found := data.find(BATCH_MARKER_MAGIC, at)) != -1:
+        frame_start = found - FRAME_HEADER_SIZE
+        end = frame_start + BATCH_MARKER_FRAME_SIZE
+        if end <= len(data):
+            length, crc = FRAME_HEADER.unpack_from(data, frame_start)
+            if length == BATCH_MARKER_SIZE and zlib.crc32(data[found:end]) == crc:
+                return frame_start
+        at = found + 1
+    return None

@@ -8,17 +8,23 @@ Theory of operation
 
 The log is a directory of segment files named ``log-<first seq>.bclog``
 (20 digits, so names sort like numbers). Each segment is a header and then
-frames (layout in ``framing``); each frame's payload is
-``msgpack.packb([seq, body], use_bin_type=True)``. Sequence numbers are
-positive and strictly increase across the whole log, so a segment's records
-all lie between its own first seq and the next segment's first seq.
+frames (layout in ``framing``); each record frame's payload is
+``msgpack.packb([seq, body], use_bin_type=True)``, and each batch ends with
+a batch marker frame. Sequence numbers are positive and strictly increase
+across the whole log, so a segment's records all lie between its own first
+seq and the next segment's first seq. Reading segments back lives in
+``segments`` (re-exported here).
 
 Rules
 -----
 
 1. One batch, one ``os.write``: ``LogWriter.write_frames`` concatenates the
-   frames of a batch (plus the segment header for a fresh segment) and hands
-   the OS a single buffer. A short write is continued, never dropped.
+   frames of a batch (plus the segment header for a fresh segment) and its
+   batch marker (count, length and CRC of the batch, written last) and hands
+   the OS a single buffer. A short write is continued, never dropped. One
+   call is one batch: a reader returns a batch's records only with its
+   marker, so a crash mid-append loses the whole unacknowledged batch and
+   nothing else.
 2. A segment is created only when a batch needs it (``O_EXCL``: we never
    append to or overwrite an existing file, so a restart always starts a new
    segment after the recovered tail). The directory is fsynced on the next
@@ -26,7 +32,8 @@ Rules
 3. Before a segment is closed (by size, ``roll`` or ``close``) it is fsynced
    if it has unsynced writes. Hence only the newest segment can ever hold a
    torn tail; recovery relies on that to tell a crash from corruption.
-4. Any ``OSError`` propagates. After one, the writer is ``failed``: it makes
+4. Files are created owner-only (0600; directories 0700).
+5. Any ``OSError`` propagates. After one, the writer is ``failed``: it makes
    no further writes or fsyncs (after a failed fsync the kernel may have
    dropped the dirty pages, and a retried fsync can falsely succeed).
 """
@@ -37,25 +44,27 @@ import contextlib
 import itertools
 import logging
 import os
-import re
+import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import msgpack
 
-from backchannel.storage.framing import (
-    SEGMENT_HEADER_SIZE,
-    SegmentHeaderError,
-    decode_frames,
-    decode_segment_header,
-    encode_frame,
-    encode_segment_header,
+from backchannel.storage.framing import encode_batch_marker, encode_frame, encode_segment_header
+from backchannel.storage.segments import (
+    SegmentProblem,
+    SegmentScan,
+    list_segments,
+    read_segment,
+    segment_first_seq,
+    segment_name,
 )
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
+    "DIR_MODE",
+    "FILE_MODE",
     "LogWriter",
     "SegmentProblem",
     "SegmentScan",
@@ -72,57 +81,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
-_SEGMENT_RE: Final = re.compile(r"^log-(\d{20})\.bclog$")
-
-SegmentProblem = Literal["torn", "crc", "header", "record"]
-"""Why reading a segment stopped early.
-
-"torn" and "crc" come from the framing (a "torn" segment may also be one
-whose header is incomplete or all zeros, which is what a crash right after
-creating the file leaves). "header": a complete header with a wrong magic
-or version. "record": a frame with a good CRC whose payload is not a
-``[seq, body]`` pair with a positive, increasing seq; that is a bug or a
-foreign file, never a crash artefact.
-"""
-
-
-@dataclass(frozen=True)
-class SegmentScan:
-    """What ``read_segment`` found in one segment file.
-
-    Attributes:
-        path: the segment file.
-        records: ``(seq, body)`` of every valid record, in file order.
-        offsets: byte offset of each record's frame, parallel to ``records``.
-        valid_end: byte offset just past the last valid record (0 if even
-            the header is unusable).
-        problem: ``None`` if the file ended cleanly, else why reading stopped.
-        problem_offset: byte offset of the problem, or ``None``.
-    """
-
-    path: Path
-    records: list[tuple[int, Any]]
-    offsets: list[int]
-    valid_end: int
-    problem: SegmentProblem | None
-    problem_offset: int | None
+FILE_MODE: Final = 0o600
+DIR_MODE: Final = 0o700
 
 
 class WriterFailed(RuntimeError):
     """The writer hit an OSError earlier and refuses further I/O."""
-
-
-def segment_name(first_seq: int) -> str:
-    """File name of the segment whose first record has ``first_seq``."""
-    if first_seq <= 0:
-        raise ValueError(f"seq must be positive, got {first_seq}")
-    return f"log-{first_seq:020d}.bclog"
-
-
-def segment_first_seq(path: Path) -> int | None:
-    """First seq encoded in a segment file name, or None if not a segment."""
-    match = _SEGMENT_RE.match(path.name)
-    return int(match.group(1)) if match else None
 
 
 def encode_record(seq: int, body: Any) -> bytes:
@@ -145,69 +109,6 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def list_segments(directory: Path) -> list[Path]:
-    """Segment files in ``directory`` sorted by first seq (missing dir: [])."""
-    if not directory.is_dir():
-        return []
-    found: list[tuple[int, Path]] = []
-    for path in directory.iterdir():
-        first = segment_first_seq(path)
-        if first is not None and path.is_file():
-            found.append((first, path))
-    found.sort()
-    return [path for _, path in found]
-
-
-def _decode_record(payload: bytes) -> tuple[int, Any] | None:
-    try:
-        item = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.UnpackException):
-        return None
-    if not isinstance(item, list) or len(item) != 2:
-        return None
-    seq, body = item
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq <= 0:
-        return None
-    return seq, body
-
-
-def read_segment(path: Path) -> SegmentScan:
-    """Read and validate every record of one segment file.
-
-    Reading stops at the first problem (see ``SegmentProblem``); the
-    records before it are returned. The first record must carry the seq in
-    the file name and later ones must increase.
-
-    Raises:
-        OSError: if the file cannot be read (including a missing file).
-    """
-    data = path.read_bytes()
-    header = data[:SEGMENT_HEADER_SIZE]
-    if len(header) < SEGMENT_HEADER_SIZE or header == bytes(SEGMENT_HEADER_SIZE):
-        return SegmentScan(path, [], [], 0, "torn", 0)
-    try:
-        decode_segment_header(header)
-    except SegmentHeaderError:
-        return SegmentScan(path, [], [], 0, "header", 0)
-    scan = decode_frames(data, SEGMENT_HEADER_SIZE)
-    named_first = segment_first_seq(path)
-    records: list[tuple[int, Any]] = []
-    offsets: list[int] = []
-    for payload, offset in zip(scan.payloads, scan.offsets, strict=True):
-        record = _decode_record(payload)
-        if record is None:
-            return SegmentScan(path, records, offsets, offset, "record", offset)
-        if records:
-            in_order = record[0] > records[-1][0]
-        else:
-            in_order = named_first is None or record[0] == named_first
-        if not in_order:
-            return SegmentScan(path, records, offsets, offset, "record", offset)
-        records.append(record)
-        offsets.append(offset)
-    return SegmentScan(path, records, offsets, scan.valid_end, scan.problem, scan.problem_offset)
 
 
 def delete_segments_before(directory: Path, seq: int) -> list[Path]:
@@ -263,7 +164,7 @@ class LogWriter:
             raise ValueError(f"next_seq_hint must be positive, got {next_seq_hint}")
         if segment_bytes <= 0:
             raise ValueError(f"segment_bytes must be positive, got {segment_bytes}")
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         existing = list_segments(directory)
         if existing:
             newest_first = segment_first_seq(existing[-1])
@@ -304,8 +205,9 @@ class LogWriter:
         self.write_frames([(seq, encode_record(seq, body)) for seq, body in records])
 
     def write_frames(self, frames: Sequence[tuple[int, bytes]]) -> None:
-        """Append already-encoded records (``(seq, encode_record(seq, body))``).
+        """Append already-encoded records (``(seq, encode_record(seq, body))``) as one batch.
 
+        The batch is closed by its marker in the same write (module rule 1).
         Lets the caller pack bodies early (and fail early on unpackable
         ones) while the write happens later in a thread. Not durable until
         ``sync``.
@@ -330,7 +232,12 @@ class LogWriter:
             if self._fd is None:
                 self._open_segment(frames[0][0])
                 parts.append(encode_segment_header())
-            parts.extend(frame for _, frame in frames)
+            crc = length = 0
+            for _, frame in frames:
+                parts.append(frame)
+                crc = zlib.crc32(frame, crc)
+                length += len(frame)
+            parts.append(encode_batch_marker(len(frames), crc, length))
             self._write_all(b"".join(parts))
         self._next_min_seq = expected
 
@@ -388,7 +295,7 @@ class LogWriter:
     def _open_segment(self, first_seq: int) -> None:
         path = self.directory / segment_name(first_seq)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(path, flags, 0o644)
+        self._fd = os.open(path, flags, FILE_MODE)
         self._path = path
         self._size = 0
         self._dir_dirty = True

@@ -14,35 +14,45 @@ Theory of operation
    snapshot without a gap (S+1, S+2, ...), or the state would be missing
    history: that happens when the log before an older snapshot was pruned
    and the newer snapshot is now corrupt.
-3. A torn or CRC-bad frame in the *newest* segment is a crash artefact (an
-   append that never finished and was never acknowledged, because only
-   fsynced records are acknowledged and a segment is fsynced before a newer
-   one is created). It is cut off with ``os.truncate`` + fsync, and a newest
-   segment left without records is removed so the next writer can create
-   it afresh. Both are reported in ``warnings``.
-4. Any other problem (in an older segment, a bad header, an undecodable
-   record with a good CRC, seqs out of order, a gap) means acknowledged
-   data may be lost, so it raises ``CorruptLog`` naming the file and byte
-   offset. With ``allow_truncate=True`` the operator accepts the loss: the
-   segment is cut at the problem, every later segment is deleted, and the
-   result is a consistent prefix of history, reported in ``warnings``.
+3. An incomplete last batch in the *newest* segment is a crash artefact
+   (an append that never finished and was never acknowledged, because a
+   batch is acknowledged only after its records and marker are fsynced,
+   and a segment is fsynced before a newer one is created; see
+   ``segments`` for how it is told from damage). It is cut off with
+   ``os.truncate`` + fsync at the end of the last complete batch, and a
+   newest segment left without records is removed so the next writer can
+   create it afresh. Both are reported in ``warnings``.
+4. Any other problem (in an older segment, a bad header, a bad record or
+   marker inside a complete batch, a good batch after a bad one, seqs out
+   of order, a gap) means acknowledged data may be lost, so it raises
+   ``CorruptLog`` naming the file and the byte offset of the first bad
+   byte. With ``allow_truncate=True`` the operator accepts the loss: the
+   segment is cut at the start of the batch holding the problem, every
+   later segment is deleted, and the result is a consistent prefix of
+   history, reported in ``warnings``.
+5. ``read_only=True`` (for backups of a directory a server may be writing)
+   changes nothing on disk: a corrupt snapshot is skipped without being
+   renamed, and an incomplete last batch is left alone and not returned
+   (it is a write in progress, not yet acknowledged).
 
-What this does not detect: good frames after a bad one (scanning stops at
-the first problem), and silent loss of a whole newest segment.
+What this does not detect: silent loss of a whole newest segment. Segments
+written before batch markers (format version 1) are read as before: a torn
+or CRC-bad last frame of the newest one is taken for a torn tail.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backchannel.storage.framing import SEGMENT_HEADER_SIZE
-from backchannel.storage.log import (
+from backchannel.storage.log import DIR_MODE, fsync_directory
+from backchannel.storage.segments import (
     SegmentScan,
-    fsync_directory,
     list_segments,
     read_segment,
     segment_first_seq,
@@ -54,10 +64,12 @@ __all__ = ["CorruptLog", "RecoveredLog", "recover"]
 logger = logging.getLogger(__name__)
 
 _REASONS = {
-    "torn": "torn record",
+    "torn": "torn record (incomplete last batch)",
     "crc": "record CRC mismatch",
     "header": "bad segment header",
     "record": "undecodable or out-of-order record",
+    "batch": "batch marker missing or not matching its batch",
+    "frame": "frame length runs past a later complete batch",
 }
 
 
@@ -113,25 +125,32 @@ class RecoveredLog:
         return text
 
 
-def recover(directory: Path, *, allow_truncate: bool = False) -> RecoveredLog:
+def recover(
+    directory: Path, *, allow_truncate: bool = False, read_only: bool = False
+) -> RecoveredLog:
     """Load the newest valid snapshot and the log records after it.
 
     Blocking: call from a worker thread.
 
     Args:
-        directory: the data directory (created if missing).
+        directory: the data directory (created if missing, unless read-only).
         allow_truncate: accept losing data after a mid-log problem; see the
             module docstring, rule 4.
+        read_only: change nothing on disk (rule 5); excludes allow_truncate.
 
     Returns:
-        A ``RecoveredLog``. The directory is left ready for a ``LogWriter``
-        with ``next_seq_hint=result.last_seq + 1``.
+        A ``RecoveredLog``. Unless read-only, the directory is left ready
+        for a ``LogWriter`` with ``next_seq_hint=result.last_seq + 1``.
 
     Raises:
         CorruptLog: on damage a crash cannot explain (unless allow_truncate).
         OSError: on I/O errors, including during truncation.
+        ValueError: if both allow_truncate and read_only are given.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    if allow_truncate and read_only:
+        raise ValueError("allow_truncate needs to change files; read_only forbids it")
+    if not read_only:
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     warnings: list[str] = []
     snapshot_path: Path | None = None
     snap_seq = 0
@@ -140,6 +159,9 @@ def recover(directory: Path, *, allow_truncate: bool = False) -> RecoveredLog:
         try:
             snap_seq, payload = load_snapshot(candidate)
         except CorruptSnapshot as exc:
+            if read_only:
+                warnings.append(f"skipped {exc}")
+                continue
             # quarantined, so pruning can never keep it as one of the last two
             quarantine = candidate.with_name(candidate.name + ".corrupt")
             candidate.rename(quarantine)
@@ -162,16 +184,19 @@ def recover(directory: Path, *, allow_truncate: bool = False) -> RecoveredLog:
                 records.append((seq, body))
             log_last = seq
         if problem is None:
-            if is_last and not scan.records:
+            if is_last and not scan.records and not read_only:
                 _remove(path)
                 warnings.append(f"removed {path.name}: no records")
                 truncated = True
             continue
-        kept, offset, reason = problem
-        crash_tail = is_last and kept == len(scan.records) and scan.problem in ("torn", "crc")
+        kept, offset, cut, reason = problem
+        crash_tail = is_last and kept == len(scan.records) and scan.tail_only
         if not crash_tail and not allow_truncate:
             raise CorruptLog(path, offset, reason)
-        warnings.append(_cut(path, offset, reason, kept))
+        if read_only:
+            warnings.append(f"left {path.name} alone after byte offset {cut}: write in progress")
+            break
+        warnings.append(_cut(path, cut, kept, f"{reason} at byte offset {offset}"))
         truncated = True
         if not crash_tail:
             for later in segments[index + 1 :]:
@@ -191,43 +216,49 @@ def recover(directory: Path, *, allow_truncate: bool = False) -> RecoveredLog:
     )
 
 
-def _first_problem(scan: SegmentScan, log_last: int, snap_seq: int) -> tuple[int, int, str] | None:
-    """First reason to stop in ``scan``: (records kept, byte offset, reason).
+def _first_problem(
+    scan: SegmentScan, log_last: int, snap_seq: int
+) -> tuple[int, int, int, str] | None:
+    """First reason to stop in ``scan``: (records kept, bad offset, cut offset, reason).
 
     ``log_last`` is the highest log seq accepted so far. Records must exceed
-    it, and must not skip any seq above the snapshot's.
+    it, and must not skip any seq above the snapshot's. The cut offset is
+    the start of the batch holding the problem, so whole batches survive.
     """
-    for kept, ((seq, _), offset) in enumerate(zip(scan.records, scan.offsets, strict=True)):
+    for index, ((seq, _), offset) in enumerate(zip(scan.records, scan.offsets, strict=True)):
         covered = max(log_last, snap_seq)
+        reason = None
         if seq <= log_last:
-            return kept, offset, f"seq {seq} does not follow seq {log_last}"
-        if seq > covered + 1:
-            return kept, offset, f"gap: seq {seq} follows seq {covered}"
+            reason = f"seq {seq} does not follow seq {log_last}"
+        elif seq > covered + 1:
+            reason = f"gap: seq {seq} follows seq {covered}"
+        if reason is not None:
+            cut = scan.batch_starts[index]
+            return bisect_left(scan.offsets, cut), offset, cut, reason
         log_last = seq
     if not scan.records and scan.problem is None:
         first = segment_first_seq(scan.path)
         if first is not None and first <= log_last:
-            return 0, 0, f"empty segment named for seq {first} follows seq {log_last}"
+            return 0, 0, 0, f"empty segment named for seq {first} follows seq {log_last}"
     if scan.problem is not None:
         offset = scan.problem_offset if scan.problem_offset is not None else scan.valid_end
-        return len(scan.records), offset, _REASONS[scan.problem]
+        return len(scan.records), offset, scan.valid_end, _REASONS[scan.problem]
     return None
 
 
-def _cut(path: Path, offset: int, reason: str, kept: int) -> str:
-    """Truncate ``path`` at ``offset`` (remove it if no record survives)."""
+def _cut(path: Path, cut: int, kept: int, why: str) -> str:
+    """Truncate ``path`` at ``cut`` (remove it if no record survives)."""
     size = path.stat().st_size
-    if kept == 0 or offset <= SEGMENT_HEADER_SIZE:
+    if kept == 0 or cut <= SEGMENT_HEADER_SIZE:
         _remove(path)
-        return f"removed {path.name}: {reason} at byte offset {offset}, no records before it"
-    os.truncate(path, offset)
+        return f"removed {path.name}: {why}, no complete batch before it"
+    os.truncate(path, cut)
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    dropped = size - offset
-    return f"truncated {path.name} at byte offset {offset} ({dropped} bytes dropped): {reason}"
+    return f"truncated {path.name} at byte offset {cut} ({size - cut} bytes dropped): {why}"
 
 
 def _remove(path: Path) -> None:

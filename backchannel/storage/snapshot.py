@@ -25,7 +25,8 @@ Rules
 2. Loading verifies magic, version, exact length, CRC and that the header's
    seq matches the file name; any mismatch is ``CorruptSnapshot`` so that
    recovery can fall back to an older snapshot.
-3. Keep more than one snapshot (``prune_snapshots(keep=2)``) and keep the
+3. Files are created owner-only (0600).
+4. Keep more than one snapshot (``prune_snapshots(keep=2)``) and keep the
    log from the oldest kept one onwards, or the fallback has nothing to
    replay from.
 """
@@ -41,7 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from backchannel.storage.log import fsync_directory
+from backchannel.storage.log import DIR_MODE, FILE_MODE, fsync_directory
 
 __all__ = [
     "SNAPSHOT_HEADER",
@@ -111,7 +112,7 @@ def write_snapshot(directory: Path, seq: int, payload: bytes | Sequence[bytes]) 
             (a failure to remove it is logged, the original error raised).
     """
     pieces = [payload] if isinstance(payload, bytes | bytearray) else list(payload)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     final = directory / snapshot_name(seq)
     temp = final.with_name(final.name + ".tmp")
     crc = 0
@@ -120,7 +121,7 @@ def write_snapshot(directory: Path, seq: int, payload: bytes | Sequence[bytes]) 
     size = sum(len(piece) for piece in pieces)
     header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, seq, size, crc)
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         try:
             for piece in (header, *pieces):
                 view = memoryview(piece)

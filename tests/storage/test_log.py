@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from backchannel.storage.framing import SEGMENT_HEADER_SIZE, encode_frame
+from backchannel.storage.framing import BATCH_MARKER_FRAME_SIZE, SEGMENT_HEADER_SIZE, encode_frame
 from backchannel.storage.log import (
     LogWriter,
     WriterFailed,
@@ -180,8 +180,8 @@ def test_fsync_failure_propagates(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     writer.close()  # closes the fd without another fsync
 
 
-def test_read_segment_torn_tail(tmp_path: Path) -> None:
-    _write(tmp_path, [_records(1, 3)]).close()
+def test_read_segment_torn_tail_drops_the_whole_incomplete_batch(tmp_path: Path) -> None:
+    _write(tmp_path, [_records(1, 2), _records(3, 3)]).close()
     [path] = list_segments(tmp_path)
     full = read_segment(path)
     with path.open("r+b") as f:
@@ -189,7 +189,8 @@ def test_read_segment_torn_tail(tmp_path: Path) -> None:
     scan = read_segment(path)
     assert scan.records == _records(1, 2)
     assert scan.problem == "torn"
-    assert scan.problem_offset == scan.valid_end == full.offsets[2]
+    assert scan.valid_end == full.offsets[2] == full.batch_starts[2]
+    assert scan.problem_offset == full.valid_end - BATCH_MARKER_FRAME_SIZE  # the cut-off marker
 
 
 @pytest.mark.parametrize("size", [0, 5, SEGMENT_HEADER_SIZE])

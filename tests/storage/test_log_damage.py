@@ -54,7 +54,8 @@ def test_a_good_crc_record_that_cannot_be_decoded_in_the_newest_segment_is_corru
     with pytest.raises(CorruptLog) as info:
         recover(tmp_path)
     assert (info.value.path, info.value.offset) == (last, bad_offset)
-    assert "undecodable" in info.value.reason
+    # 0xC1 opens a batch marker, so that frame is a bad marker rather than a bad record
+    assert ("batch marker" if payload == b"\xc1" else "undecodable") in info.value.reason
     assert last.stat().st_size == size  # nothing cut without the operator's consent
 
     result = recover(tmp_path, allow_truncate=True)

@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from backchannel.storage.framing import SEGMENT_HEADER_SIZE, encode_frame
+from backchannel.storage.framing import BATCH_MARKER_FRAME_SIZE, SEGMENT_HEADER_SIZE, encode_frame
 from backchannel.storage.log import LogWriter, list_segments, read_segment, segment_name
 from backchannel.storage.recovery import CorruptLog, recover
 from backchannel.storage.snapshot import list_snapshots, snapshot_name, write_snapshot
@@ -117,34 +117,46 @@ def test_fallback_to_snapshot_whose_log_was_pruned_is_a_gap(tmp_path: Path) -> N
     assert info.value.offset == SEGMENT_HEADER_SIZE
 
 
-def _last_record_cuts() -> list[int]:
-    return list(range(1, len(encode_frame(msgpack.packb([3, ["event", 3]])))))
+def _last_batch_cuts() -> list[int]:
+    batch = b"".join(encode_frame(msgpack.packb([s, ["event", s]])) for s in (4, 5))
+    return list(range(1, len(batch) + BATCH_MARKER_FRAME_SIZE))
 
 
-@pytest.mark.parametrize("keep", _last_record_cuts())
-def test_torn_tail_truncated_at_every_offset(tmp_path: Path, keep: int) -> None:
-    [path] = _log(tmp_path, (1, 3))
+@pytest.mark.parametrize("keep", _last_batch_cuts())
+def test_torn_tail_truncated_at_every_offset_of_the_last_batch(tmp_path: Path, keep: int) -> None:
+    """A cut anywhere in the last batch (records or marker) drops that whole batch."""
+    writer = LogWriter(tmp_path, 1)
+    writer.write_batch(_records(1, 3))
+    writer.write_batch(_records(4, 5))
+    writer.close()
+    [path] = list_segments(tmp_path)
     scan = read_segment(path)
-    last_start = scan.offsets[-1]
+    last_start = scan.batch_starts[-1]
+    assert path.stat().st_size == last_start + _last_batch_cuts()[-1] + 1
     os.truncate(path, last_start + keep)
     result = recover(tmp_path)
-    assert result.records == _records(1, 2)
+    assert result.records == _records(1, 3)
     assert result.truncated_tail
-    assert result.last_seq == 2
+    assert result.last_seq == 3
     assert path.stat().st_size == last_start
     assert any("torn" in w and path.name in w for w in result.warnings)
     again = recover(tmp_path)
-    assert (again.records, again.warnings, again.truncated_tail) == (_records(1, 2), [], False)
+    assert (again.records, again.warnings, again.truncated_tail) == (_records(1, 3), [], False)
 
 
-def test_crc_bad_tail_in_last_segment_is_truncated(tmp_path: Path) -> None:
+def test_crc_bad_record_in_the_last_complete_batch_is_damage(tmp_path: Path) -> None:
+    """Before batch markers this was taken for a torn tail and cut silently."""
     _first, last = _log(tmp_path, (1, 3), (4, 6))
     offsets = read_segment(last).offsets
     _flip(last, offsets[1] + 9)
-    result = recover(tmp_path)
-    assert result.records == _records(1, 4)
-    assert last.stat().st_size == offsets[1]
-    assert any("CRC" in w for w in result.warnings)
+    size = last.stat().st_size
+    with pytest.raises(CorruptLog, match="CRC") as info:
+        recover(tmp_path)
+    assert (info.value.path, info.value.offset) == (last, offsets[1])
+    assert last.stat().st_size == size
+    result = recover(tmp_path, allow_truncate=True)
+    assert result.records == _records(1, 3)
+    assert not last.exists()  # its only batch held the damage
 
 
 def test_last_segment_without_records_is_removed(tmp_path: Path) -> None:
@@ -197,11 +209,11 @@ def test_allow_truncate_cuts_segment_and_deletes_later(tmp_path: Path) -> None:
     bad_offset = read_segment(second).offsets[1]
     _flip(second, bad_offset + 10)
     result = recover(tmp_path, allow_truncate=True)
-    assert result.records == _records(1, 4)
-    assert result.last_seq == 4
+    # the cut keeps whole batches: (4, 6) was one batch, so all of it goes
+    assert result.records == _records(1, 3)
+    assert result.last_seq == 3
     assert result.truncated_tail
-    assert second.stat().st_size == bad_offset
-    assert list_segments(tmp_path) == [first, second]
+    assert list_segments(tmp_path) == [first]
     assert any(second.name in w and str(bad_offset) in w for w in result.warnings)
     assert any(third.name in w for w in result.warnings)
 
