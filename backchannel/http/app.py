@@ -31,6 +31,7 @@ from backchannel.http import (
     pages,
     security,
     sessions,
+    streams,
     tasks,
 )
 from backchannel.http.api import Api, Call, Reply, Result
@@ -64,6 +65,7 @@ def create_app(hub: Hub) -> QuartTrio:
         keys,
         channels,
         messages,
+        streams,
         actors,
         tasks,
         channel_admin,

@@ -101,6 +101,7 @@ def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
     H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
 
 
+STREAM_KEY = "backchannel.stream"  # in a response start: a stream, never held
 HOLD_LIMIT = 1 << 20  # a response body larger than this is streamed as it comes
 
 
@@ -128,8 +129,9 @@ def _whole_responses_in_one_step() -> None:
     socket when it takes it all (the common case: no send lock, cancel
     scope or trio socket wrapper per answer). Anything else (a body over
     ``HOLD_LIMIT``, trailers, HTTP/2) replays what was held and takes
-    hypercorn's own path, so behaviour is unchanged; nothing we serve is a
-    stream that a held start would delay.
+    hypercorn's own path, so behaviour is unchanged. A start marked
+    ``STREAM_KEY`` (server-sent events) is never held: it goes out with its
+    first body chunk.
 
     The headers skip h11's per-header regexes (``_parsed``): every name and
     value is bytes from the app (our constants, numbers, or request headers
@@ -204,6 +206,7 @@ def _whole_responses_in_one_step() -> None:
                 and message["type"] == "http.response.start"
                 and self.state == ASGIHTTPState.REQUEST
                 and not message.get("trailers", False)
+                and not message.get(STREAM_KEY, False)
                 and isinstance(getattr(self.send, "__self__", None), H11Protocol)
             ):
                 self._bc_held = _Held(message)
