@@ -258,3 +258,14 @@ async def test_streams_end_cleanly_on_shutdown(nursery: trio.Nursery, tmp_path: 
     with trio.fail_after(LIMIT):
         await done.wait()
     assert ended == [{"event": "closed", "data": {"reason": "shutdown"}}]
+
+
+async def test_bad_cursor_and_unknown_channel_are_refused_at_once(server: Server) -> None:
+    alice = await server.agent()
+    cid = (await alice.channel())["id"]
+    with trio.fail_after(LIMIT):
+        bad = await alice.get(f"/v1/channels/{cid}/stream", params={"since": "nope"})
+        assert bad.status_code == 400
+        assert bad.json()["error"] == "invalid_query"
+        missing = await alice.get("/v1/channels/ch_missing/stream")
+        assert missing.status_code == 404
