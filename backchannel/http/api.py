@@ -53,7 +53,7 @@ from backchannel.http.call import Stream as Stream
 from backchannel.http.call import dumps as dumps
 from backchannel.http.call import encoded as _encoded
 from backchannel.http.clients import ClientView
-from backchannel.http.hypercorn_tuning import STREAM_KEY
+from backchannel.http.hypercorn_tuning import STREAM_KEY, streaming
 from backchannel.http.openapi import build_document
 from backchannel.http.ratelimit import SlidingWindow
 from backchannel.http.request import Disconnected, Request
@@ -253,9 +253,11 @@ class Api:
         async def chunk(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
+        streaming(send, True)  # the client may stay silent past read_timeout
         try:
             await reply.stream.run(chunk)
         finally:
+            streaming(send, False)
             with contextlib.suppress(Exception), trio.CancelScope(shield=True):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 

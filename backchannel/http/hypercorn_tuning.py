@@ -10,6 +10,7 @@ hypercorn cheaper (the benchmark's framework floor applies them too);
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -262,6 +263,56 @@ def _date_header_once_a_second() -> None:
 
 
 OnLeave = Callable[[Callable[[], None] | None], None]
+MAX_RECV = 2**16
+
+
+def _streams_outlive_read_timeout() -> None:
+    """Keep a connection that is sending a stream open past ``read_timeout``.
+
+    Hypercorn closes a connection whose client sent nothing for
+    ``read_timeout``, which is how idle keep-alives end (pitfall 1). A
+    server-sent event stream is a response that lasts, with a silent client:
+    while :func:`streaming` marks the connection, a read that times out is
+    simply retried. Otherwise ``_read_data`` is hypercorn 0.18's own.
+    """
+    import trio
+    from hypercorn.events import Closed, RawData
+    from hypercorn.trio.tcp_server import TCPServer
+
+    if getattr(TCPServer, "_bc_streams", False):
+        return
+    if not hasattr(TCPServer, "_read_data"):
+        raise RuntimeError("hypercorn changed: TCPServer._read_data is gone; review tuning")
+
+    async def _read_data(self: Any) -> None:
+        timeout = self.config.read_timeout or math.inf
+        while True:
+            try:
+                with trio.move_on_after(timeout) as idle:
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            if idle.cancelled_caught:
+                if getattr(self, "_bc_streaming", 0) > 0:
+                    continue
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
+
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
+    TCPServer._bc_streams = True  # type: ignore[attr-defined]
+
+
+def streaming(send: Any, on: bool) -> None:
+    """Mark (``on``) or unmark the connection behind an ASGI ``send`` of tuned
+    hypercorn (HTTP/1.1 over TCP) as sending a stream; elsewhere, nothing."""
+    stream = getattr(send, "__self__", None)  # HTTPStream
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)  # H11Protocol
+    server: Any = getattr(getattr(protocol, "send", None), "__self__", None)  # TCPServer
+    if server is not None and getattr(type(server), "_bc_streams", False):
+        server._bc_streaming = getattr(server, "_bc_streaming", 0) + (1 if on else -1)
 
 
 def _report_closed_streams() -> None:
@@ -315,3 +366,4 @@ def tune_hypercorn() -> None:
     _whole_responses_in_one_step()
     _date_header_once_a_second()
     _report_closed_streams()
+    _streams_outlive_read_timeout()

@@ -269,3 +269,17 @@ async def test_bad_cursor_and_unknown_channel_are_refused_at_once(server: Server
         assert bad.json()["error"] == "invalid_query"
         missing = await alice.get("/v1/channels/ch_missing/stream")
         assert missing.status_code == 404
+
+
+async def test_a_stream_outlives_the_read_timeout(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Idle keep-alives close after ``read_timeout`` of client silence (here 1 s);
+    a stream's client is silent by design and its stream stays open."""
+    async with serving(
+        nursery, tmp_path, idle_timeout_seconds=1.0, longpoll_max_wait_seconds=0.0
+    ) as server:
+        alice = await server.agent()
+        cid = (await alice.channel())["id"]
+        async with stream(alice, cid) as events:
+            await trio.sleep(2.5)  # the timeout under test, not an ordering
+            await alice.send(cid, "still here")
+            assert (await events.next())["data"]["content"] == "still here"
