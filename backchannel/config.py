@@ -70,7 +70,8 @@ class Settings:
     # long-poll (contract §0.2)
     longpoll_enabled: bool = True
     longpoll_max_wait_seconds: float = 30.0
-    longpoll_max_waiters: int = 10_000
+    longpoll_max_waiters: int = 10_000  # parked long-polls and open streams together
+    stream_buffer_events: int = 256  # frames a stream may fall behind before it is ended
     # runtime
     inbox_size: int = 1_024
     idempotency_ttl_seconds: int = 86_400
@@ -114,6 +115,7 @@ class Settings:
             "max_body_bytes",
             "inbox_size",
             "longpoll_max_waiters",
+            "stream_buffer_events",
             "rate_limit_window",
             "key_mint_window",
             "lease_min_seconds",

@@ -37,6 +37,9 @@ idle     1,000 / 5,000 / 10,000 long-polls on one broadcast channel: server
          RSS per parked waiter (VmRSS before/after), then one post and the
          time until every waiter has its response (targets at 10,000:
          <= 36 KiB per waiter, all answered in <= 2 s).
+stream   1,000 open event streams (``GET .../stream``) on one broadcast
+         channel (200 with ``--quick``); one post and the time until every
+         stream has its ``event: message``.
 floor    the posts load against ``tools/floor_app.py`` (bare quart-trio on
          hypercorn, same Config and hypercorn tuning) in the same run: our
          posts/s as % of it (target >= 80).
@@ -95,6 +98,7 @@ ALL_SCENARIOS = (
     "claimwait",
     "wake",
     "idle",
+    "stream",
     "floor",
     "fsync",
     "metrics",
@@ -129,6 +133,7 @@ class Settings:
     scenarios: tuple[str, ...]
     out: Path
     idle_sizes: tuple[int, ...]
+    stream_count: int = 1000
     post_clients: int = 50
     post_channels: int = 10
     message_bytes: int = 300
@@ -176,6 +181,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         scenarios=tuple(s for s in ALL_SCENARIOS if s in scenarios),
         out=out,
         idle_sizes=(200,) if ns.quick else (1000, 5000, 10000),
+        stream_count=200 if ns.quick else 1000,
     )
 
 
@@ -897,6 +903,25 @@ class Bench:
                 Spec(f"missing@{n}", f"{n:,} waiters: not woken", "count"),
                 Spec(f"premature@{n}", f"{n:,} waiters: answered before the post", "count"),
             ]
+        out.figures = figures(specs, runs)
+
+    def scenario_stream(self, out: Outcome) -> None:
+        real_server_check()
+        n = self.s.stream_count
+        runs: list[dict[str, Any]] = []
+        for rep in range(self.s.repeat):
+            log(f"stream {n} open streams (repetition {rep + 1}/{self.s.repeat})")
+            with running_server("real", self.pinning, max_waiters=n + 1000, max_wait_s=30) as srv:
+                args = {"streams": n}
+                runs.append(
+                    run_loadgen("stream", srv, args, self.s.loadgen_timeout(30), self.pinning)
+                )
+        out.runs = runs
+        specs = [
+            Spec("fanout_all_ms", f"{n:,} streams: post -> all delivered", "ms"),
+            Spec("fanout_p50_ms", f"{n:,} streams: post -> half delivered", "ms"),
+            Spec("missing", f"{n:,} streams: not delivered", "count"),
+        ]
         out.figures = figures(specs, runs)
 
     # ------------------------------------------------------------------ restart (hook)

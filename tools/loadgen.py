@@ -1008,6 +1008,72 @@ async def scenario_idle(host: str, port: int, args: dict[str, Any]) -> dict[str,
     }
 
 
+async def scenario_stream(host: str, port: int, args: dict[str, Any]) -> dict[str, Any]:
+    """Open N event streams on one broadcast channel, post once, time until all have it."""
+    streams_n = int(args["streams"])
+    fanout_timeout = float(args.get("fanout_timeout", 60.0))
+    api = Api(host, port)
+    key = (await api.mint_keys(1, "bench-stream"))[0]
+    (channel,) = await api.create_channels(key, 1, "broadcast", "bench-stream")
+    api.close()
+    raw = build_request("GET", f"/v1/channels/{channel}/stream", host, port, key=key)
+    readers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def open_one() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(raw)
+        seen = b""
+        while b"stream open" not in seen:  # the start and first chunk: subscribed
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise RuntimeError(f"stream closed before it opened: {seen[:200]!r}")
+            seen += chunk
+        readers.append((reader, writer))
+
+    connect_started = time.perf_counter()
+    try:
+        await gather_limited([open_one] * streams_n, CONNECT_CONCURRENCY)
+        connect_s = time.perf_counter() - connect_started
+
+        async def delivered(reader: asyncio.StreamReader) -> int:
+            seen = b""
+            while b"event: message" not in seen:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise RuntimeError("stream ended before the message")
+                seen += chunk
+            return time.perf_counter_ns()
+
+        waits = [asyncio.ensure_future(delivered(r)) for r, _ in readers]
+        poster = Client(host, port)
+        body = json_body({"content": "to every stream"})
+        post_raw = build_request(
+            "POST", f"/v1/channels/{channel}/messages", host, port, key=key, body=body
+        )
+        sent = time.perf_counter_ns()
+        post = await poster.request(post_raw)
+        poster.close()
+        if post.status != 201:
+            raise RuntimeError(f"post -> {post.status}: {post.body[:200]!r}")
+        done, not_done = await asyncio.wait(waits, timeout=fanout_timeout)
+        for future in not_done:
+            future.cancel()
+        finish = sorted(f.result() - sent for f in done if f.exception() is None)
+        if not finish:
+            raise RuntimeError("no stream received the message")
+    finally:
+        for _, writer in readers:
+            writer.close()
+    return {
+        "streams": streams_n,
+        "fanout_all_ms": finish[-1] / 1e6,
+        "fanout_p50_ms": percentile(finish, 50) / 1e6,
+        "post_ms": post.latency_ns / 1e6,
+        "missing": streams_n - len(finish),
+        "connect_s": connect_s,
+    }
+
+
 async def scenario_check(host: str, port: int, args: dict[str, Any]) -> dict[str, Any]:
     """Self-test of the HTTP client: keep-alive reuse, status lines and JSON bodies."""
     path = str(args.get("path", "/health"))
@@ -1035,6 +1101,7 @@ SCENARIOS: dict[str, Callable[[str, int, dict[str, Any]], Awaitable[dict[str, An
     "claimwait": scenario_claimwait,
     "wake": scenario_wake,
     "idle": scenario_idle,
+    "stream": scenario_stream,
     "check": scenario_check,
 }
 

@@ -49,9 +49,11 @@ from backchannel.http.call import RawJSON as RawJSON
 from backchannel.http.call import Reply as Reply
 from backchannel.http.call import Result as Result
 from backchannel.http.call import Route as Route
+from backchannel.http.call import Stream as Stream
 from backchannel.http.call import dumps as dumps
 from backchannel.http.call import encoded as _encoded
 from backchannel.http.clients import ClientView
+from backchannel.http.hypercorn_tuning import STREAM_KEY, streaming
 from backchannel.http.openapi import build_document
 from backchannel.http.ratelimit import SlidingWindow
 from backchannel.http.request import Disconnected, Request
@@ -236,6 +238,29 @@ class Api:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
 
+    async def send_stream(self, send: Any, request: Request, request_id: str, reply: Reply) -> None:
+        """Write a :class:`Stream` reply: the start goes out with its first chunk, never held."""
+        assert reply.stream is not None
+        headers = self.headers(request, request_id, reply.status)
+        headers.append((b"content-type", reply.content_type))
+        headers.append((b"cache-control", b"no-cache"))
+        headers.append((b"x-accel-buffering", b"no"))  # proxies: do not buffer the stream
+        headers.extend(reply.extra)
+        start = {"type": "http.response.start", "status": reply.status, "headers": headers}
+        start[STREAM_KEY] = True
+        await send(start)
+
+        async def chunk(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        streaming(send, True)  # the client may stay silent past read_timeout
+        try:
+            await reply.stream.run(chunk)
+        finally:
+            streaming(send, False)
+            with contextlib.suppress(Exception), trio.CancelScope(shield=True):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     def openapi(self, base_url: str) -> bytes:
         """The OpenAPI document of every routed operation, as served (indented JSON)."""
         cached = self._openapi.get(base_url)
@@ -411,7 +436,10 @@ class Api:
                     await call.raw_body()
         except Disconnected:
             return  # nobody to answer
-        await self.send(send, request, call.request_id, reply)
+        if reply.stream is not None:
+            await self.send_stream(send, request, call.request_id, reply)
+        else:
+            await self.send(send, request, call.request_id, reply)
         self.observe(request.method, endpoint.template, reply.status, started, call.request_id)
 
     async def _respond(self, endpoint: _Endpoint, path: dict[str, str], call: Call) -> Reply:
@@ -452,6 +480,9 @@ class Api:
             body = payload.data
         elif isinstance(payload, Page):
             body, content_type = payload.data, payload.content_type
+        elif isinstance(payload, Stream):
+            extra = _encoded(result[2]) if len(result) == 3 else []
+            return Reply(status, b"", extra, Stream.content_type, payload)
         else:
             body = b"" if status == 204 else dumps(payload)
         extra = _encoded(result[2]) if len(result) == 3 else []

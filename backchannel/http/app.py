@@ -32,6 +32,7 @@ from backchannel.http import (
     pages,
     security,
     sessions,
+    streams,
     tasks,
 )
 from backchannel.http.api import Api, Call, Reply, Result
@@ -65,6 +66,7 @@ def create_app(hub: Hub) -> QuartTrio:
         keys,
         channels,
         messages,
+        streams,
         actors,
         tasks,
         channel_admin,

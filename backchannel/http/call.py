@@ -1,8 +1,9 @@
 """What a route gets and gives: its :class:`Call`, and the rendered :class:`Reply`.
 
 Payload kinds a route may return besides a JSON-able value: :class:`RawJSON`
-(bytes already serialized, shared by many answers) and :class:`Page` (any
-other content type: status page, metrics).
+(bytes already serialized, shared by many answers), :class:`Page` (any
+other content type: status page, metrics) and :class:`Stream` (a body sent
+as it comes: server-sent events).
 """
 
 from __future__ import annotations
@@ -81,16 +82,38 @@ class Page:
         self.content_type = content_type.encode("latin-1")
 
 
+SendChunk = Callable[[bytes], Awaitable[None]]
+
+
+class Stream:
+    """A payload sent as it comes (server-sent events): ``run(send_chunk)``
+    writes the body chunk by chunk and returns when the stream is over."""
+
+    __slots__ = ("run",)
+    content_type = b"text/event-stream; charset=utf-8"
+
+    def __init__(self, run: Callable[[SendChunk], Awaitable[None]]) -> None:
+        self.run = run
+
+
 class Reply:
     """A rendered answer: status, body and the headers beyond the common ones."""
 
-    __slots__ = ("body", "content_type", "extra", "status")
+    __slots__ = ("body", "content_type", "extra", "status", "stream")
 
-    def __init__(self, status: int, body: bytes, extra: Headers, content_type: bytes = JSON):
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        extra: Headers,
+        content_type: bytes = JSON,
+        stream: Stream | None = None,
+    ):
         self.status = status
         self.body = body
         self.extra = extra
         self.content_type = content_type
+        self.stream = stream
 
 
 def encoded(headers: dict[str, str]) -> Headers:

@@ -84,8 +84,12 @@ def _idle_deadline_in_reads() -> None:
     sends its headers a byte a second therefore loses its connection as on
     stock hypercorn, whose keep-alive timer runs until the headers are
     complete; without this, each byte arriving within ``read_timeout``
-    would keep it open for as long as h11 accepts more header bytes. The
-    loop is otherwise stock 0.18's ``TCPServer._read_data``.
+    would keep it open for as long as h11 accepts more header bytes.
+
+    A connection sending a server-sent event stream (marked by
+    :func:`streaming`) has a silent client by design: a read that times out
+    is simply retried while the mark is on. The loop is otherwise stock
+    0.18's ``TCPServer._read_data``.
     """
     from hypercorn.events import Closed, RawData
     from hypercorn.trio import tcp_server
@@ -105,7 +109,11 @@ def _idle_deadline_in_reads() -> None:
             try:
                 with trio.fail_at(deadline):
                     data = await self.stream.receive_some(tcp_server.MAX_RECV)
-            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+            except trio.TooSlowError:
+                if getattr(self, "_bc_streaming", 0) > 0:
+                    continue
+                break
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break
             else:
                 await self.protocol.handle(RawData(bytes(data)))
@@ -115,6 +123,7 @@ def _idle_deadline_in_reads() -> None:
 
     read_data.idle_deadline = True  # type: ignore[attr-defined]
     tcp_server.TCPServer._read_data = read_data  # type: ignore[method-assign]
+    tcp_server.TCPServer._bc_streams = True  # type: ignore[attr-defined]  # see streaming()
 
 
 def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
@@ -161,6 +170,7 @@ def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
     H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
 
 
+STREAM_KEY = "backchannel.stream"  # in a response start: a stream, never held
 HOLD_LIMIT = 1 << 20  # a response body larger than this is streamed as it comes
 
 
@@ -188,8 +198,9 @@ def _whole_responses_in_one_step() -> None:
     socket when it takes it all (the common case: no send lock, cancel
     scope or trio socket wrapper per answer). Anything else (a body over
     ``HOLD_LIMIT``, trailers, HTTP/2) replays what was held and takes
-    hypercorn's own path, so behaviour is unchanged; nothing we serve is a
-    stream that a held start would delay.
+    hypercorn's own path, so behaviour is unchanged. A start marked
+    ``STREAM_KEY`` (server-sent events) is never held: it goes out with its
+    first body chunk.
 
     The headers skip h11's per-header regexes (``_parsed``): every name and
     value is bytes from the app (our constants, numbers, or request headers
@@ -264,6 +275,7 @@ def _whole_responses_in_one_step() -> None:
                 and message["type"] == "http.response.start"
                 and self.state == ASGIHTTPState.REQUEST
                 and not message.get("trailers", False)
+                and not message.get(STREAM_KEY, False)
                 and isinstance(getattr(self.send, "__self__", None), H11Protocol)
             ):
                 self._bc_held = _Held(message)
@@ -319,6 +331,16 @@ def _date_header_once_a_second() -> None:
 
 
 OnLeave = Callable[[Callable[[], None] | None], None]
+
+
+def streaming(send: Any, on: bool) -> None:
+    """Mark (``on``) or unmark the connection behind an ASGI ``send`` of tuned
+    hypercorn (HTTP/1.1 over TCP) as sending a stream; elsewhere, nothing."""
+    stream = getattr(send, "__self__", None)  # HTTPStream
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)  # H11Protocol
+    server: Any = getattr(getattr(protocol, "send", None), "__self__", None)  # TCPServer
+    if server is not None and getattr(type(server), "_bc_streams", False):
+        server._bc_streaming = getattr(server, "_bc_streaming", 0) + (1 if on else -1)
 
 
 def _report_closed_streams() -> None:

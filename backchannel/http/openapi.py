@@ -170,4 +170,4 @@ def _operation(
 def _success(doc: Doc) -> dict[str, Any]:
     if doc.answer is None:
         return {"description": doc.summary}
-    return {"description": doc.summary, "content": {"application/json": {"schema": doc.answer}}}
+    return {"description": doc.summary, "content": {doc.media: {"schema": doc.answer}}}

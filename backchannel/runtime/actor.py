@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -59,6 +59,15 @@ from backchannel.core.records import CLAIMABLE, Archived, KeyRecord, Message
 from backchannel.runtime.claimers import Claimer
 from backchannel.runtime.durable import settle
 from backchannel.runtime.journal import JournalFailed
+from backchannel.runtime.streams import (
+    ACCESS,
+    CHANGES,
+    SHUTDOWN,
+    Subscriber,
+    frame,
+    message_frame,
+    publish,
+)
 
 if TYPE_CHECKING:
     from backchannel.runtime.hub import Hub
@@ -151,6 +160,7 @@ class ChannelActor:
         self._wake_pending = False
         self._waking = False
         self.waiters = 0
+        self.streams: dict[Subscriber, None] = {}  # open SSE streams (runtime.streams)
         self.deleted = False  # set by Hub.delete_channel; every later command is 404
         self._claimers: dict[Claimer, None] = {}  # parked claim-next, FIFO (runtime.claimers)
         self._sleep: trio.CancelScope | None = None  # the loop's wait, cut short by nudge()
@@ -278,6 +288,8 @@ class ChannelActor:
             | ClaimReturned,
         ):
             self._notify_waiters()
+        if self.streams:
+            self._publish(event, touched, expired)
         return seq
 
     def accept_arrival(self, posted: MessagePosted, seq: int) -> None:
@@ -296,6 +308,8 @@ class ChannelActor:
             if message.lease_token is not None:
                 self.hub.lease_index.pop(message.lease_token, None)
         self._notify_waiters()
+        if self.streams:
+            self._publish(posted, None, ())
         self.nudge()
 
     def _claim_end(
@@ -310,6 +324,43 @@ class ChannelActor:
             return event
         now = self.hub.clock.now()
         return delivery.decide_dead_letter(self.state, message, reason, target.state, now)
+
+    def _publish(
+        self, event: ChannelEvent, touched: Message | None, expired: Sequence[Message]
+    ) -> None:
+        """Tell every open stream about an applied event: the one place that decides
+        what a stream sees. Each frame is serialized once and shared.
+
+        A new message is a ``message`` event with its cursor as id; a change
+        of a message (claimed, released, acked, lease or life expired,
+        retracted) is an event without an id carrying the message as it is now.
+        """
+        render = self.hub.render_message
+        if render is None:
+            return
+        now = self.hub.clock.now()
+        if isinstance(event, MessagePosted | MessagesVisible):
+            # a new visible message: posted (a delayed one is not live yet),
+            # arrived by a dead-letter move, or a delayed one coming due
+            ids = event.message_ids if isinstance(event, MessagesVisible) else [event.message_id]
+            for message_id in ids:
+                message = self.state.live.get(message_id)
+                if message is not None:
+                    data = message_frame(message, self.channel_id, now, render)
+                    publish(self.streams, data, message.seq)
+            return
+        name = CHANGES.get(type(event))
+        if name is not None and touched is not None:
+            publish(self.streams, frame(name, render(touched, self.channel_id, now)), None)
+        for message in expired:
+            publish(self.streams, frame("expired", render(message, self.channel_id, now)), None)
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Add an open stream; it is pushed every frame from now on (no await here)."""
+        self.streams[subscriber] = None
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.streams.pop(subscriber, None)
 
     def commit_access(self, event: AccessEvent) -> int:
         """Journal and apply an access event (core.membership) through ``World.apply``.
@@ -446,8 +497,19 @@ class ChannelActor:
             self._waking = False
 
     def wake_all(self) -> None:
-        """Wake every parked long-poll waiter (used at shutdown)."""
+        """Wake every parked long-poll waiter, and end the streams that must end.
+
+        Used at shutdown (every stream ends, ``shutdown``), on deletion (every
+        stream ends, ``access``) and after an access change (the streams of
+        keys that lost access end at once, ``access``).
+        """
         self._unpark(len(self._parked))
+        can_access = self.state.config.can_access
+        for subscriber in list(self.streams):
+            if self.deleted or not can_access(subscriber.key_id):
+                subscriber.end(ACCESS)
+            elif self.hub.closing:
+                subscriber.end(SHUTDOWN)
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(

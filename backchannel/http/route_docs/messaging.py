@@ -196,6 +196,24 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
             ],
             errors=(*CHANNEL_READ, "invalid_query", "invalid_limit", "invalid_status"),
         ),
+        ("GET", "/v1/channels/<identifier>/stream"): Doc(
+            "streamMessages",
+            "Server-sent events: the messages after `since` (or `Last-Event-ID`, which wins), "
+            "then live; `event: message` with `id: <cursor>`, and `claimed`, `released`, "
+            "`acked`, `expired`, `retracted` for changes; `overflow` when the reader falls behind.",
+            "messages",
+            answer=STRING,
+            query=[
+                query("since", STRING, "a message cursor (`s12`); `0` or absent: the start"),
+                query(
+                    "max_seconds",
+                    {"type": "number", "minimum": 0, "maximum": 86_400},
+                    "end the stream after this many seconds (default: open until closed)",
+                ),
+            ],
+            errors=(*CHANNEL_READ, "invalid_query", "unavailable"),
+            media="text/event-stream",
+        ),
         ("GET", "/v1/channels/<identifier>/history"): Doc(
             "listHistory",
             "Archived messages, newest first.",

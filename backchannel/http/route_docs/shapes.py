@@ -170,6 +170,7 @@ class Doc:
     deprecated: bool = False
     admin: bool = False
     also: tuple[int, ...] = ()  # other success statuses with the same answer
+    media: str = "application/json"  # the success answer's content type
 
 
 def query(name: str, schema: Schema, description: str) -> Schema:
