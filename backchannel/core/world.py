@@ -282,6 +282,12 @@ class World:
 
     # -- idempotency ----------------------------------------------------------
 
+    def decide_idempotency_purge(self, before: int) -> IdempotencyPurged | None:
+        """Drop stored replies older than ``before`` (their 24 h are over), if any."""
+        if any(entry.stored_at < before for entry in self.idempotency.values()):
+            return IdempotencyPurged(before)
+        return None
+
     def idempotent_entry(
         self, key_id: str, idempotency_key: str, now: int, ttl: int
     ) -> IdempotencyEntry | None:

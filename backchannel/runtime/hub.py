@@ -342,7 +342,8 @@ class Hub:
         config.discoverable = True
 
     async def _purge_sessions(self) -> None:
-        """Drop expired sessions once per ``SESSION_PURGE_SECONDS`` (contract §3.19 cleanup).
+        """Drop expired sessions and idempotent replies past their
+        ``IDEMPOTENCY_TTL_SECONDS``, once per ``SESSION_PURGE_SECONDS`` (§3.19 cleanup).
 
         A session is dropped once it has been expired for at least that long,
         so an expired session stays readable by id for a while (as upstream,
@@ -352,13 +353,18 @@ class Hub:
         with self._purging:
             while True:
                 await trio.sleep(SESSION_PURGE_SECONDS)
+                now = self.clock.now()
                 grace = int(SESSION_PURGE_SECONDS * 1_000_000)
-                event = self.world.sessions.decide_purge(self.clock.now() - grace)
-                if event is not None:
-                    try:
-                        self.commit_global(event)
-                    except JournalFailed:
-                        log.warning("session purge skipped: the journal has failed")
+                replay_us = self.settings.idempotency_ttl_seconds * 1_000_000
+                for event in (
+                    self.world.sessions.decide_purge(now - grace),
+                    self.world.decide_idempotency_purge(now - replay_us),
+                ):
+                    if event is not None:
+                        try:
+                            self.commit_global(event)
+                        except JournalFailed:
+                            log.warning("purge skipped: the journal has failed")
 
     async def _sandbox_heartbeat(self) -> None:
         """Post a heartbeat when the sandbox has been silent for the interval."""

@@ -102,3 +102,26 @@ async def test_expired_sessions_are_purged_by_an_event(
             replay(replayed, journal.records)
             assert replayed.sessions.sessions == {}
             assert replayed.sessions.listing(key.key_id, 0) == []
+
+
+async def test_idempotent_replies_are_purged_after_their_ttl_by_an_event(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Stored replies would otherwise grow forever (the soak saw RSS creep)."""
+    with trio.fail_after(7 * 86_400):
+        async with runtime(tmp_path) as hub:
+            journal = hub.journal
+            assert isinstance(journal, MemoryJournal)
+            _raw, key = await hub.mint_key("owner")
+            hub.record_idempotent(key.key_id, "first", "POST", "/v1/actors", 201, b"{}")
+            await trio.sleep(12 * 3600)
+            hub.record_idempotent(key.key_id, "second", "POST", "/v1/actors", 201, b"{}")
+            await trio.sleep(12 * 3600 + SESSION_PURGE_SECONDS)
+            assert set(hub.world.idempotency) == {(key.key_id, "second")}
+            await trio.sleep(12 * 3600 + SESSION_PURGE_SECONDS)
+            assert hub.world.idempotency == {}
+            purges = [body for _seq, body in journal.records if body[0] == "idem.purged"]
+            assert len(purges) == 2
+            replayed = World()
+            replay(replayed, list(journal.records))
+            assert replayed.idempotency == {}
