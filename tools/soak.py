@@ -393,6 +393,8 @@ def start_server(
         "BACKCHANNEL_SNAPSHOT_INTERVAL_SECONDS": "15",
         "BACKCHANNEL_SANDBOX_HEARTBEAT_SECONDS": "0",
         "BACKCHANNEL_VITALS_LOG_SECONDS": str(max(1.0, sample_s / 2)),
+        # no per-request log lines: they would bury the vitals line in the log's tail
+        "BACKCHANNEL_ACCESS_LOG": "false",
     }
     command = [sys.executable, "-m", "backchannel", "serve", "--port", "0"]
     command += ["--data-dir", str(data_dir)]

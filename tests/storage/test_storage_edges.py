@@ -3,8 +3,8 @@
 Each test fixes one boundary: a seq equal to the last one is not "after"
 it, a gap of exactly one seq is a gap, an empty segment named for the last
 seq is out of place, what ``allow_truncate`` returns stops at the problem,
-and a snapshot file is written through ``<name>.tmp`` with mode 0644 into a
-directory made on the way.
+and a snapshot file is written through ``<name>.tmp`` with mode 0600 (owner
+only, whatever the umask) into a directory made on the way.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_an_empty_segment_named_for_the_last_seq_is_corruption(tmp_path: Path) -
         recover(tmp_path)
 
 
-def test_a_snapshot_is_written_through_a_tmp_file_with_mode_0644(
+def test_a_snapshot_is_written_through_a_tmp_file_with_mode_0600(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     renamed: list[tuple[str, str]] = []
@@ -88,7 +88,7 @@ def test_a_snapshot_is_written_through_a_tmp_file_with_mode_0644(
     finally:
         os.umask(umask)
     assert renamed == [(snapshot_name(7) + ".tmp", snapshot_name(7))]
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o600
     assert load_snapshot(path) == (7, b"state")
 
 
@@ -114,17 +114,11 @@ def test_a_segment_is_appended_through_one_close_on_exec_descriptor(tmp_path: Pa
     assert flags & os.O_APPEND
     assert flags & os.O_CLOEXEC
     assert flags & os.O_ACCMODE == os.O_WRONLY
-    assert path.stat().st_mode & 0o777 == 0o644 & ~_umask()
+    assert path.stat().st_mode & 0o777 == 0o600  # owner only (issue 14)
     writer.roll()
     assert writer.current_path is None
     assert _fd_flags(path) == []
     writer.close()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def test_a_writer_refuses_nonsense_and_syncs_nothing_it_did_not_write(
