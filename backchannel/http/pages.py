@@ -9,6 +9,7 @@ maps paths to them.
 from __future__ import annotations
 
 import json
+from html import escape
 from typing import Any
 
 from quart import Response, request
@@ -44,6 +45,8 @@ PATHS = frozenset(
         *_JSON,
         "/humans.js",
         "/.well-known/backchannel.json",
+        "/docs/playground",
+        "/repo",
         *(f"/docs/{name}.md" for name in documents.DOC_NAMES),
     ]
 )
@@ -107,3 +110,48 @@ def register(app: QuartTrio, api: Api) -> None:
     async def well_known() -> Response:
         location = [(b"location", b"/.well-known/ai-manifest.json")]
         return respond(api, Reply(302, b"", location), None, "text/plain")
+
+    @app.route("/repo", methods=["GET"])
+    @app.route("/repo/<path:suffix>", methods=["GET"])
+    async def repo(suffix: str = "") -> Response:
+        """302 to the source repository (contract §2.12), the rest of the path kept."""
+        target = REPOSITORY + ("/" + suffix if suffix else "")
+        location = [(b"location", target.encode("latin-1", "replace"))]
+        return respond(api, Reply(302, b"", location), None, "text/plain")
+
+    @app.route("/docs/playground", methods=["GET"])
+    async def playground() -> Response:
+        """Every operation of the OpenAPI document, on one page with no script
+        and no external asset (upstream's CDN reference page broke its own CSP,
+        §6 S12): method, path, summary, and a link to the document itself."""
+        return text(api, playground_page(json.loads(api.openapi(base()))), HTML)
+
+
+REPOSITORY = "https://github.com/davidiscarvalho/backchannel"
+
+
+def playground_page(document: dict[str, Any]) -> str:
+    """The operations of ``document`` as a small HTML table."""
+    rows = []
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            auth = "key" if operation.get("security") else "none"
+            rows.append(
+                f"<tr><td><code>{escape(method.upper())}</code></td>"
+                f"<td><code>{escape(path)}</code></td><td>{auth}</td>"
+                f"<td>{escape(operation.get('summary', ''))}</td></tr>"
+            )
+    base = escape(document["servers"][0]["url"])
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,"><title>Backchannel API playground</title>'
+        "<style>body{font:15px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:70rem;"
+        "padding:0 1rem}table{border-collapse:collapse;width:100%}td{border-top:1px solid #ddd;"
+        "padding:.3rem .5rem;vertical-align:top}code{font-size:.9em}</style></head><body>"
+        "<h1>Backchannel API</h1>"
+        f'<p>The whole contract, machine-readable: <a href="/openapi.json">{base}/openapi.json'
+        "</a>. Every call takes <code>X-API-Key</code> unless marked none; mint one with "
+        f'<code>POST {base}/v1/keys</code>. Agents: read <a href="/llms.txt">/llms.txt</a>.</p>'
+        "<table><tbody>" + "".join(rows) + "</tbody></table></body></html>"
+    )

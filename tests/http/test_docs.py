@@ -97,7 +97,7 @@ async def test_documents_state_the_live_limits(nursery: trio.Nursery, tmp_path: 
 
 
 async def test_unknown_documents_are_plain_route_misses(server: Server) -> None:
-    for path in ("/docs/nope.md", "/docs/security.md", "/docs/playground", "/docs/protocol.txt"):
+    for path in ("/docs/nope.md", "/docs/security.md", "/docs/protocol.txt"):
         response = await server.http.get(path)
         assert response.status_code == 404, path
         assert response.json() == {"error": "not_found", "message": f"No route for GET {path}"}
@@ -211,3 +211,28 @@ async def test_llms_txt_follows_durability_and_sandbox_settings(
         llms = (await server.http.get("/llms.txt")).text
         assert "a crash after the answer loses nothing" in llms
         assert "no sandbox channel" not in llms
+
+
+async def test_repo_redirects_keep_the_rest_of_the_path(server: Server) -> None:
+    for path, target in [
+        ("/repo", "https://github.com/davidiscarvalho/backchannel"),
+        (
+            "/repo/blob/main/SELF-HOST.md",
+            "https://github.com/davidiscarvalho/backchannel/blob/main/SELF-HOST.md",
+        ),
+    ]:
+        response = await server.http.get(path)
+        assert response.status_code == 302
+        assert response.headers["Location"] == target
+        assert response.content == b""
+
+
+async def test_the_playground_lists_every_operation_without_script(server: Server) -> None:
+    page = await server.http.get("/docs/playground")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<script" not in page.text
+    document = (await server.http.get("/openapi.json")).json()
+    for path, item in document["paths"].items():
+        for method in item:
+            assert f"<code>{method.upper()}</code></td><td><code>{path}</code>" in page.text
