@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_one_minute_soak_passes(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     command = [sys.executable, str(ROOT / "tools" / "soak.py"), "--minutes", "1"]
-    command += ["--sample-seconds", "2", "--generation-seconds", "20", "--json", str(out)]
+    command += ["--sample-seconds", "2", "--generation-seconds", "20", "--snapshot-seconds", "3"]
+    command += ["--json", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())

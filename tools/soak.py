@@ -382,7 +382,7 @@ async def drive(soak: Soak, sample_s: float, generation_s: float) -> None:
 
 
 def start_server(
-    data_dir: Path, log_path: Path, sample_s: float
+    data_dir: Path, log_path: Path, sample_s: float, snapshot_s: float
 ) -> tuple[subprocess.Popen[bytes], str]:
     env = {
         **os.environ,
@@ -390,7 +390,7 @@ def start_server(
         "BACKCHANNEL_KEY_MINT_LIMIT": "0",
         "BACKCHANNEL_LEASE_MIN_SECONDS": "1",
         "BACKCHANNEL_LONGPOLL_MAX_WAIT_SECONDS": "5",
-        "BACKCHANNEL_SNAPSHOT_INTERVAL_SECONDS": "15",
+        "BACKCHANNEL_SNAPSHOT_INTERVAL_SECONDS": str(snapshot_s),
         "BACKCHANNEL_SANDBOX_HEARTBEAT_SECONDS": "0",
         "BACKCHANNEL_VITALS_LOG_SECONDS": str(max(1.0, sample_s / 2)),
         # no per-request log lines: they would bury the vitals line in the log's tail
@@ -418,13 +418,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     parser.add_argument("--warmup-seconds", type=float, default=None)
     parser.add_argument("--generation-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--snapshot-seconds",
+        type=float,
+        default=15.0,
+        help="the server's snapshot interval: the log is a sawtooth of about two of them, "
+        "so a short soak needs a short interval to reach its steady state",
+    )
     parser.add_argument("--json", type=Path, help="write samples and verdicts here")
     args = parser.parse_args(argv)
     seconds = args.minutes * 60
     warmup = args.warmup_seconds if args.warmup_seconds is not None else max(15.0, seconds / 5)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         data_dir, log_path = Path(tmp) / "data", Path(tmp) / "server.log"
-        proc, url = start_server(data_dir, log_path, args.sample_seconds)
+        proc, url = start_server(data_dir, log_path, args.sample_seconds, args.snapshot_seconds)
         soak = Soak(url, proc.pid, data_dir, log_path, deadline=0.0)
         print(f"soak: {args.minutes} min against {url} (pid {proc.pid}), warm-up {warmup:.0f} s")
         try:
