@@ -77,6 +77,7 @@ __all__ = ["ActorStatistics", "ChannelActor", "ClaimResult"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_NEVER = -math.inf  # one shared float for every handle never used
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,60 +98,159 @@ class ChannelActor(MessageCommands, ClaimCommands):
     :mod:`backchannel.runtime.parking`.
     """
 
+    __slots__ = (
+        "_parking",
+        "_receive",
+        "_send",
+        "_sleep",
+        "channel_id",
+        "claimers",
+        "deleted",
+        "hub",
+        "last_used",
+        "state",
+        "streams",
+        "waiters",
+        "wake_at",
+    )
+
     def __init__(self, hub: Hub, state: ChannelState) -> None:
         self.hub = hub
         self.state = state
         self.channel_id = state.config.id
-        self._send, self._receive = trio.open_memory_channel[Command](hub.settings.inbox_size)
-        self._parking = Parking(hub.spawn)
-        self.waiters = 0
-        self.streams: dict[Subscriber, None] = {}  # open SSE streams (runtime.streams)
+        self.waiters = 0  # callers between parking and answering (long-polls, streams, claimers)
         self.deleted = False  # set by Hub.delete_channel; every later command is 404
-        self.claimers: dict[Claimer, None] = {}  # parked claim-next, FIFO (runtime.claimers)
+        self.last_used = _NEVER  # trio time of the last command, park or stream
+        self.wake_at: float | None = None  # passive: when the Hub's timer brings it back
+        # the running part; None while passive (runtime.passivation)
+        self._send: trio.MemorySendChannel[Command] | None = None
+        self._receive: trio.MemoryReceiveChannel[Command] | None = None
         self._sleep: trio.CancelScope | None = None  # the loop's wait, cut short by nudge()
+        self._parking: Parking | None = None
+        self.streams: dict[Subscriber, None] | None = None  # open SSE streams (runtime.streams)
+        self.claimers: dict[Claimer, None] | None = None  # parked claim-next, FIFO
 
     # -- the loop -------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve commands and deadlines until the inbox is closed. Never raises ApiError."""
-        clock = self.hub.clock
-        task_status.started()
-        self._expire()
-        async with self._receive:
-            while True:
-                with trio.move_on_at(clock.trio_time(self.state.next_deadline())) as self._sleep:
-                    try:
-                        command = await self._receive.receive()
-                    except trio.EndOfChannel:
-                        return
-                    self._expire()
-                    self._execute(command)
-                    # what queued meanwhile runs in the same step, no re-arm per command
-                    while (queued := self._next_queued()) is not None:
-                        self._execute(queued)
-                    # a command may bring the next deadline closer: loop to re-arm
-                    continue
-                self._expire()
+    @property
+    def passive(self) -> bool:
+        """True while no task serves this channel (its state stays in memory)."""
+        return self._send is None
 
-    def _next_queued(self) -> Command | None:
+    def activate(self) -> bool:
+        """Start the actor's task if it is passive; returns False when it may not run.
+
+        Synchronous, so a hundred callers arriving at once see one actor:
+        the first creates the inbox and spawns the loop, the others find the
+        inbox there and queue behind it. A deleted channel, or a server
+        shutting down, is not brought back.
+        """
+        if self._send is not None:
+            return True
+        hub = self.hub
+        if self.deleted or hub.closing:
+            return False
+        self._send, self._receive = trio.open_memory_channel[Command](hub.settings.inbox_size)
+        hub.passivation.activated(self)
+        hub.spawn(self.run, self._receive)
+        return True
+
+    async def run(self, receive: trio.MemoryReceiveChannel[Command]) -> None:
+        """Serve commands and deadlines until the inbox is closed or the actor
+        goes passive (:meth:`_go_passive`). Never raises ApiError."""
+        window = self.hub.settings.passive_after_seconds
         try:
-            return self._receive.receive_nowait()
+            self._expire()
+            with receive:
+                await self._serve(receive, window)
+        finally:
+            self.hub.passivation.stopped(self)
+
+    async def _serve(self, receive: trio.MemoryReceiveChannel[Command], window: float) -> None:
+        clock = self.hub.clock
+        while True:
+            wake = clock.trio_time(self.state.next_deadline())
+            idle = self.last_used + window if window > 0 else math.inf
+            with trio.move_on_at(min(wake, idle)) as self._sleep:
+                try:
+                    command = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+                self._expire()
+                self._execute(command)
+                # what queued meanwhile runs in the same step, no re-arm per command
+                while (queued := self._next_queued(receive)) is not None:
+                    self._execute(queued)
+                # a command may bring the next deadline closer: loop to re-arm
+                continue
+            self._expire()
+            if trio.current_time() >= idle and self._go_passive(window):
+                return
+
+    def _next_queued(self, receive: trio.MemoryReceiveChannel[Command]) -> Command | None:
+        try:
+            return receive.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             return None  # EndOfChannel: the next receive() sees it and ends the loop
 
+    def _go_passive(self, window: float) -> bool:
+        """End the running part if the channel is idle; one synchronous step.
+
+        Idle: nothing queued or waiting to queue, nobody parked, streaming
+        or waiting to claim, no lease, and no deadline within ``window``.
+        Since the inbox is found empty and closed in the same step, a command
+        is either already queued (and the actor stays) or sent after this
+        step (and :meth:`call` starts a new task): never lost, never run
+        twice. Not idle: the window starts again.
+        """
+        send = self._send
+        assert send is not None
+        now = trio.current_time()
+        parking = self._parking
+        inbox = send.statistics()
+        deadline = self.hub.clock.trio_time(self.state.next_deadline())
+        if (
+            self.hub.closing
+            or self.deleted
+            or inbox.current_buffer_used
+            or inbox.tasks_waiting_send
+            or self.waiters
+            or self.streams
+            or self.claimers
+            or (parking is not None and (len(parking) or parking.waking))
+            or deadline < now + window
+            or any(m.lease_token is not None for m in self.state.live.values())
+        ):
+            self.last_used = now
+            return False
+        send.close()
+        self._send = self._receive = None
+        self._sleep = self._parking = None
+        self.streams = self.claimers = None
+        self.hub.passivation.passivated(self, deadline)
+        return True
+
     def close(self) -> None:
         """Ask the loop to finish once queued commands are done."""
-        self._send.close()
+        if self._send is not None:
+            self._send.close()
 
     async def call(self, fn: Callable[..., tuple[T, int]], *args: Any) -> T:
         """Run ``fn(*args)`` inside the actor and return its value once durable.
+
+        A passive actor is brought back first (:meth:`activate`), in the same
+        step as the command is queued.
 
         Raises:
             ApiError: the command was refused; nothing changed.
             JournalFailed: the change could not be made durable.
         """
         reply = Reply()
+        self.last_used = trio.current_time()
         try:
+            if not self.activate():
+                raise trio.ClosedResourceError
+            assert self._send is not None
             await self._send.send((fn, args, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             if self.deleted:
@@ -159,6 +259,12 @@ class ChannelActor(MessageCommands, ClaimCommands):
         value, seq = (await reply.wait()).unwrap()
         await settle(self.hub.journal, seq)
         return value  # type: ignore[no-any-return]
+
+    def _claimer_queue(self) -> dict[Claimer, None]:
+        """The parked claim-next FIFO (runtime.claimers), made on first use."""
+        if self.claimers is None:
+            self.claimers = {}
+        return self.claimers
 
     def _execute(self, command: Command) -> None:
         fn, args, reply = command
@@ -189,9 +295,14 @@ class ChannelActor(MessageCommands, ClaimCommands):
             self.dispatch_claims()
 
     def nudge(self) -> None:
-        """Make the loop run its deadline step now (another actor changed this state)."""
+        """Make the loop run its deadline step now (another actor changed this state).
+
+        A passive actor is brought back: its deadline may have moved.
+        """
         if self._sleep is not None:
             self._sleep.deadline = -math.inf
+        elif self.passive:
+            self.activate()
 
     def _commit(self, event: ChannelEvent) -> int:
         seq = self.hub.journal.append_nowait(to_wire(event))
@@ -206,7 +317,7 @@ class ChannelActor(MessageCommands, ClaimCommands):
         trimmed = self._to_trim() if isinstance(event, MessagePosted) else ()
         self.state.apply(event, seq)
         if isinstance(event, MessagePosted):
-            hub.message_index[event.message_id] = self
+            hub.message_index[event.message_id] = self.channel_id
             for message in trimmed:
                 if message.lease_token is not None:
                     hub.lease_index.pop(message.lease_token, None)
@@ -231,7 +342,7 @@ class ChannelActor(MessageCommands, ClaimCommands):
             | MessagesVisible
             | ClaimReturned,
         ):
-            self._parking.notify()
+            self._notify()
         if self.streams:
             self._publish(event, touched, expired)
         return seq
@@ -247,11 +358,11 @@ class ChannelActor(MessageCommands, ClaimCommands):
             return
         trimmed = self._to_trim()
         self.state.apply(posted, seq)
-        self.hub.message_index[posted.message_id] = self
+        self.hub.message_index[posted.message_id] = self.channel_id
         for message in trimmed:
             if message.lease_token is not None:
                 self.hub.lease_index.pop(message.lease_token, None)
-        self._parking.notify()
+        self._notify()
         if self.streams:
             self._publish(posted, None, ())
         self.nudge()
@@ -267,7 +378,8 @@ class ChannelActor(MessageCommands, ClaimCommands):
         retracted) is an event without an id carrying the message as it is now.
         """
         render = self.hub.render_message
-        if render is None:
+        streams = self.streams
+        if render is None or not streams:
             return
         now = self.hub.clock.now()
         if isinstance(event, MessagePosted | MessagesVisible):
@@ -278,20 +390,28 @@ class ChannelActor(MessageCommands, ClaimCommands):
                 message = self.state.live.get(message_id)
                 if message is not None:
                     data = message_frame(message, self.channel_id, now, render)
-                    publish(self.streams, data, message.seq)
+                    publish(streams, data, message.seq)
             return
         name = CHANGES.get(type(event))
         if name is not None and touched is not None:
-            publish(self.streams, frame(name, render(touched, self.channel_id, now)), None)
+            publish(streams, frame(name, render(touched, self.channel_id, now)), None)
         for message in expired:
-            publish(self.streams, frame("expired", render(message, self.channel_id, now)), None)
+            publish(streams, frame("expired", render(message, self.channel_id, now)), None)
 
     def subscribe(self, subscriber: Subscriber) -> None:
-        """Add an open stream; it is pushed every frame from now on (no await here)."""
+        """Add an open stream; it is pushed every frame from now on (no await here).
+
+        Brings a passive actor back: a stream keeps it running.
+        """
+        self.activate()
+        self.last_used = trio.current_time()
+        if self.streams is None:
+            self.streams = {}
         self.streams[subscriber] = None
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self.streams.pop(subscriber, None)
+        if self.streams is not None:
+            self.streams.pop(subscriber, None)
 
     def commit_access(self, event: AccessEvent) -> int:
         """Journal and apply an access event (core.membership) through ``World.apply``.
@@ -328,6 +448,10 @@ class ChannelActor(MessageCommands, ClaimCommands):
 
     # -- long-poll waiters ------------------------------------------------------
 
+    def _notify(self) -> None:
+        if self._parking is not None:
+            self._parking.notify()
+
     async def park(self, deadline: float = math.inf, on_leave: OnLeave | None = None) -> bool:
         """Wait for the next change that may make new messages visible, or an ack.
 
@@ -338,12 +462,16 @@ class ChannelActor(MessageCommands, ClaimCommands):
         with no ``await`` in between, that ``state.version`` is still the
         one its empty page was read at.
         """
+        self.activate()  # a parked waiter keeps the actor running
+        self.last_used = trio.current_time()
+        if self._parking is None:
+            self._parking = Parking(self.hub.spawn)
         return await self._parking.park(deadline, on_leave)
 
     @property
     def parked(self) -> int:
         """Tasks parked right now (long-polls and any other waiters)."""
-        return len(self._parking)
+        return len(self._parking) if self._parking is not None else 0
 
     def wake_all(self) -> None:
         """Wake every parked long-poll waiter, and end the streams that must end.
@@ -352,9 +480,10 @@ class ChannelActor(MessageCommands, ClaimCommands):
         stream ends, ``access``) and after an access change (the streams of
         keys that lost access end at once, ``access``).
         """
-        self._parking.wake_all()
+        if self._parking is not None:
+            self._parking.wake_all()
         can_access = self.state.config.can_access
-        for subscriber in list(self.streams):
+        for subscriber in list(self.streams or ()):
             if self.deleted or not can_access(subscriber.key_id):
                 subscriber.end(ACCESS)
             elif self.hub.closing:
@@ -363,7 +492,7 @@ class ChannelActor(MessageCommands, ClaimCommands):
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(
             self.channel_id,
-            self._send.statistics().current_buffer_used,
+            self._send.statistics().current_buffer_used if self._send is not None else 0,
             len(self.state.live),
             len(self.state.history),
             sum(1 for m in self.state.live.values() if m.lease_token is not None),

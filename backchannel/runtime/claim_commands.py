@@ -50,9 +50,10 @@ class ClaimCommands:
         state: ChannelState
         channel_id: str
         deleted: bool
-        claimers: dict[Claimer, None]
+        claimers: dict[Claimer, None] | None
 
         def _commit(self, event: ChannelEvent) -> int: ...
+        def _claimer_queue(self) -> dict[Claimer, None]: ...
 
     def _commit_actor(self, event: ActorCreated | None) -> int:
         return self.hub.commit_global(event) if event is not None else 0
@@ -103,7 +104,7 @@ class ClaimCommands:
         seq = self._commit_actor(created)
         if not pool:
             assert claimer is not None
-            claimer.enqueue(self.claimers, actor)
+            claimer.enqueue(self._claimer_queue(), actor)
             return None, seq
         return self._claim_for(pool[0], actor, key, lease_us, now)
 
@@ -142,7 +143,7 @@ class ClaimCommands:
 
     def release_claimers(self) -> None:
         """Let every parked claimer go with no claim (shutdown, deletion)."""
-        for claimer in list(self.claimers):
+        for claimer in list(self.claimers or ()):
             claimer.withdraw()
             claimer.hand(None, 0)
 

@@ -4,7 +4,8 @@
 log, at INFO on logger ``backchannel.vitals``, one line every that many
 seconds::
 
-    vitals {"tasks": 57, "parked_waiters": 3, "channels": 8, "live_messages": 120,
+    vitals {"tasks": 57, "parked_waiters": 3, "channels": 8, "passive_channels": 5,
+            "live_messages": 120,
             "open_leases": 4, "journal_queued": 0, "rss_kib": 61234, "open_fds": 31}
 
 It goes to the operator's log only, never to an HTTP caller, so nothing
@@ -61,6 +62,7 @@ def vitals(hub: Hub) -> dict[str, Any]:
         "tasks": count_tasks(),
         "parked_waiters": stats.parked_waiters,
         "channels": stats.channels,
+        "passive_channels": stats.passive_channels,
         "live_messages": stats.live_messages,
         "open_leases": stats.open_leases,
         "journal_queued": hub.journal.statistics().queued,
