@@ -74,6 +74,8 @@ class Settings:
     stream_buffer_events: int = 256  # frames a stream may fall behind before it is ended
     # runtime
     inbox_size: int = 1_024
+    # an idle channel's actor task ends after this long (runtime.passivation); 0 = never
+    passive_after_seconds: float = 60.0
     idempotency_ttl_seconds: int = 86_400
     graceful_timeout_seconds: float = 5.0
     idle_timeout_seconds: float = 60.0
@@ -134,7 +136,12 @@ class Settings:
                 "lease_min_seconds",
                 "lease_max_seconds",
             )
-        for name in ("longpoll_max_wait_seconds", "rate_limit", "key_mint_limit"):
+        for name in (
+            "longpoll_max_wait_seconds",
+            "rate_limit",
+            "key_mint_limit",
+            "passive_after_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative", name)
         self.webhook_retry_schedule  # noqa: B018  (validates)
