@@ -62,6 +62,7 @@ from backchannel.runtime.journal import JournalFailed
 from backchannel.runtime.streams import (
     ACCESS,
     CHANGES,
+    REVOKED,
     SHUTDOWN,
     Subscriber,
     frame,
@@ -122,10 +123,11 @@ _GONE = object()
 class _Parked:
     """One parked task: woken at most once, with True (woken) or False (leave)."""
 
-    __slots__ = ("result", "sleeping", "task")
+    __slots__ = ("key_id", "result", "sleeping", "task")
 
-    def __init__(self, task: trio.lowlevel.Task) -> None:
+    def __init__(self, task: trio.lowlevel.Task, key_id: str | None) -> None:
         self.task = task
+        self.key_id = key_id  # whose wait it is, so a revoked key's waits can be found
         self.sleeping = False
         self.result: bool | None = None
 
@@ -381,9 +383,12 @@ class ChannelActor:
     def admit(self, key: KeyRecord) -> None:
         """Raise unless ``key`` may still read this channel.
 
-        Raises: 404 ``channel_not_found`` once the channel is deleted, 403
+        Raises: 401 ``unauthorized`` once the key is revoked, 404
+        ``channel_not_found`` once the channel is deleted, 403
         ``channel_access_denied`` once the key has lost access.
         """
+        if not key.active:
+            raise errors.inactive_key()
         if self.deleted:
             raise errors.channel_not_found(self.channel_id)
         if not self.state.config.can_access(key.key_id):
@@ -401,6 +406,7 @@ class ChannelActor:
         self,
         deadline: float = math.inf,
         on_leave: Callable[[Callable[[], None] | None], None] | None = None,
+        key_id: str | None = None,
     ) -> bool:
         """Wait for the next change that may make new messages visible, or an ack.
 
@@ -412,15 +418,16 @@ class ChannelActor:
         been told to leave. ``on_leave`` (a long-poll's client watch) is
         given a ``leave()`` function before the task sleeps, and None after
         it wakes; calling ``leave()`` ends the park with False, at once even
-        if it is called before the sleep begins. Parking is an entry in a
-        FIFO dict and a plain reschedule to wake: no extra task, no
-        exception on the common path.
+        if it is called before the sleep begins. ``key_id`` names the key
+        the wait is for: :meth:`drop_key` wakes it when that key is revoked.
+        Parking is an entry in a FIFO dict and a plain reschedule to wake: no
+        extra task, no exception on the common path.
 
         Cancellation-safe: a cancelled waiter leaves the dict at once. The
         caller must have checked, with no ``await`` in between, that
         ``state.version`` is still the one its empty page was read at.
         """
-        entry = _Parked(trio.lowlevel.current_task())
+        entry = _Parked(trio.lowlevel.current_task(), key_id)
         self._parked[entry] = None
         try:
             if on_leave is not None:
@@ -510,6 +517,19 @@ class ChannelActor:
                 subscriber.end(ACCESS)
             elif self.hub.closing:
                 subscriber.end(SHUTDOWN)
+
+    def drop_key(self, key_id: str) -> None:
+        """A key was revoked: end its streams (``revoked``) and wake its parked
+        long-polls and claim-nexts, which re-check the key (:meth:`admit`) and
+        answer 401. Nobody else is woken."""
+        for subscriber in list(self.streams):
+            if subscriber.key_id == key_id:
+                subscriber.end(REVOKED)
+        for entry in [e for e in self._parked if e.key_id == key_id]:
+            self._settle(entry, True)
+        for claimer in [c for c in self._claimers if c.key.key_id == key_id]:
+            claimer.withdraw()
+            claimer.hand(None, 0)
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(
