@@ -74,6 +74,11 @@ async def test_console_files_are_served_self_contained_under_the_csp(server: Ser
     assert "EventSource(" not in script  # it cannot send the key in a header
 
 
+def clicked(element: WebElement) -> bool:
+    element.click()
+    return True
+
+
 class Console:
     """The page in one browser; every method blocks (run it in a thread)."""
 
@@ -100,7 +105,7 @@ class Console:
         self.driver.get(self.base + "/console")
         self.find("#key").send_keys(key)
         self.find("#key-form button[type=submit]").click()
-        self.wait(lambda: self.find(f"#mine [data-channel='{channel_id}']").click() or True)
+        self.wait(lambda: clicked(self.find(f"#mine [data-channel='{channel_id}']")))
         self.wait(lambda: self.find("#stream-state").get_attribute("data-state") == "live")
 
     def item(self, message_id: str) -> WebElement:
@@ -115,9 +120,7 @@ class Console:
             field.clear()
             field.send_keys(str(lease))
         button = f"[data-action={action}]"
-        self.wait(
-            lambda: self.item(message_id).find_element(By.CSS_SELECTOR, button).click() or True
-        )
+        self.wait(lambda: clicked(self.item(message_id).find_element(By.CSS_SELECTOR, button)))
 
     def state_of(self, message_id: str, state: str) -> str:
         """Until the message shows ``state``; its state line then."""
