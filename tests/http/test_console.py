@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 import trio
 from selenium import webdriver
@@ -26,7 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import Agent, Server
+from tests.conftest import Agent, Server, start_server, test_settings
 from tests.http.test_headers import CSP, assert_common
 from tests.http.test_pages import (
     _ASSET,
@@ -147,6 +148,14 @@ class Console:
         self.driver.save_screenshot(str(path))
         return path
 
+    def badge(self) -> dict[str, str | None]:
+        """The stream badge: its state, messages received, the id it resumed after."""
+        badge = self.find("#stream-state")
+        return {
+            name: badge.get_attribute(f"data-{name}")
+            for name in ("state", "received", "resumed-from")
+        }
+
     def report(self) -> dict[str, Any]:
         logs: list[dict[str, Any]] = self.driver.get_log("browser")  # type: ignore[no-untyped-call]
         script = (
@@ -233,3 +242,48 @@ async def test_console_in_chromium_watches_posts_and_claims_acks_releases(
     for shot in (desktop, phone):
         assert shot.read_bytes().startswith(b"\x89PNG")
         assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.timeout(90)
+async def test_console_resumes_its_stream_with_last_event_id_after_a_restart(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The server stops (the stream ends ``shutdown``) and comes back on the
+    same port: the page reconnects with ``Last-Event-ID`` and gets only what
+    it had not seen (a restart from the start would send everything again)."""
+    settings = test_settings(tmp_path / "data")
+    running = await start_server(nursery, settings)
+    port = int(running.url.rsplit(":", 1)[1])
+    async with httpx.AsyncClient(base_url=running.url, timeout=30) as http:
+        alice = await Server(running.url, http, settings).agent()
+        cid = (await alice.channel("resume", "broadcast"))["id"]
+
+        def step(fn: Callable[..., T], *args: Any) -> Any:
+            return trio.to_thread.run_sync(fn, *args)
+
+        page = await step(Console, running.url, tmp_path)
+        try:
+            await step(page.sign_in, alice.key, cid)
+            first = [await alice.send(cid, f"before {i}") for i in range(2)]
+            await step(page.shows, first[1]["id"], "before 1", STEP)
+            assert (await step(page.badge))["received"] == "2"
+            before = await step(page.report)
+            await running.stopped()
+            running = await start_server(nursery, settings.replace(port=port))
+            after = await alice.send(cid, "after the restart")
+            await step(page.shows, after["id"], "after the restart", STEP)
+            badge = await step(page.badge)
+            report = await step(page.report)
+        finally:
+            await step(page.quit)
+            await running.stopped()
+    assert badge == {"state": "live", "received": "3", "resumed-from": "s2"}
+    assert before["severe"] == [], before["severe"]
+    # a retry may land while the old server drains (503) or before the new one
+    # listens (refused): the page retries; nothing else may be logged
+    expected = (
+        "net::ERR_CONNECTION_REFUSED",
+        "/stream - Failed to load resource: the server responded with a status of 503",
+    )
+    assert [m for m in report["severe"] if not any(e in m for e in expected)] == []
+    assert report["csp"] == []

@@ -234,12 +234,21 @@
     state.follow = control;
     var lastId = null; // the cursor of the last message seen: resume after it
     var ended = false;
+    var received = 0;
+    var badge = $("stream-state");
+    delete badge.dataset.resumedFrom;
+    badge.title = "";
+    badge.dataset.received = "0";
     setStreamState("connecting");
 
     function connect() {
       if (control.signal.aborted || ended) { return; }
       var headers = { "X-API-Key": state.key, "Accept": "text/event-stream" };
-      if (lastId) { headers["Last-Event-ID"] = lastId; }
+      if (lastId) {
+        headers["Last-Event-ID"] = lastId;
+        badge.dataset.resumedFrom = lastId; // shown in the badge's tooltip
+        badge.title = "resumed after " + lastId;
+      }
       var path = "/v1/channels/" + encodeURIComponent(channelId) + "/stream";
       fetch(path, { headers: headers, signal: control.signal, cache: "no-store" })
         .then(function (response) {
@@ -251,6 +260,7 @@
           setStreamState("live");
           return readEvents(response.body, function (event) {
             if (event.id) { lastId = event.id; }
+            if (event.event === "message") { badge.dataset.received = String(++received); }
             if (event.event === "closed") {
               var reason = event.data.reason;
               if (reason === "access" || reason === "revoked") {
