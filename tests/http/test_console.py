@@ -92,7 +92,10 @@ class Console:
     def wait(self, until: Callable[[], T], seconds: float = STEP) -> T:
         """Until ``until()`` is truthy; a node the page replaced meanwhile is looked up again."""
         waiting = WebDriverWait(
-            self.driver, seconds, ignored_exceptions=[StaleElementReferenceException]
+            self.driver,
+            seconds,
+            poll_frequency=0.05,
+            ignored_exceptions=[StaleElementReferenceException],
         )
         value: T = waiting.until(lambda _: until())
         return value
