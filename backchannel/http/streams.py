@@ -25,6 +25,8 @@ Guarantees:
     - Opening a stream is not counted by the per-key rate limiter (a stream
       is one long request, not a rate); instead one key holds at most
       ``stream_max_per_key`` open streams (429 ``rate_limit_exceeded`` past it).
+      Both caps are checked when a stream is asked for and counted once it
+      starts sending, so a burst can pass a cap by the streams still starting.
 """
 
 from __future__ import annotations
