@@ -217,7 +217,10 @@
     function pump() {
       return reader.read().then(function (chunk) {
         if (chunk.done) { return; }
-        buffer += decoder.decode(chunk.value, { stream: true }).replace(/\r\n?/g, "\n");
+        buffer += decoder.decode(chunk.value, { stream: true });
+        // CRLF or CR line ends become LF; a CR at the very end waits for its LF
+        var cut = buffer.charAt(buffer.length - 1) === "\r" ? buffer.length - 1 : buffer.length;
+        buffer = buffer.slice(0, cut).replace(/\r\n?/g, "\n") + buffer.slice(cut);
         var end;
         while ((end = buffer.indexOf("\n\n")) >= 0) {
           dispatch(buffer.slice(0, end));
