@@ -72,6 +72,8 @@ class Settings:
     longpoll_max_wait_seconds: float = 30.0
     longpoll_max_waiters: int = 10_000  # parked long-polls and open streams together
     stream_buffer_events: int = 256  # frames a stream may fall behind before it is ended
+    stream_keepalive_seconds: float = 15.0  # quiet before a stream sends a comment line
+    stream_max_per_key: int = 1_000  # open streams one key may hold (429 past it)
     # runtime
     inbox_size: int = 1_024
     # an idle channel's actor task ends after this long (runtime.passivation); 0 = never
@@ -118,6 +120,8 @@ class Settings:
             "inbox_size",
             "longpoll_max_waiters",
             "stream_buffer_events",
+            "stream_keepalive_seconds",
+            "stream_max_per_key",
             "rate_limit_window",
             "key_mint_window",
             "lease_min_seconds",

@@ -126,7 +126,7 @@ class World:
         if record is None or not secrets.compare_digest(record.key_hash, hash_key(raw)):
             raise ApiError(401, "unauthorized", "Invalid API key")
         if not record.active:
-            raise ApiError(401, "unauthorized", "Inactive API key")
+            raise errors.inactive_key()
         return record
 
     def decide_revoke(self, key: KeyRecord, now: int) -> KeyRevoked:

@@ -63,6 +63,7 @@ from backchannel.runtime.reply import Command, Reply
 from backchannel.runtime.streams import (
     ACCESS,
     CHANGES,
+    REVOKED,
     SHUTDOWN,
     Subscriber,
     frame,
@@ -432,9 +433,12 @@ class ChannelActor(MessageCommands, ClaimCommands):
     def admit(self, key: KeyRecord) -> None:
         """Raise unless ``key`` may still read this channel.
 
-        Raises: 404 ``channel_not_found`` once the channel is deleted, 403
+        Raises: 401 ``unauthorized`` once the key is revoked, 404
+        ``channel_not_found`` once the channel is deleted, 403
         ``channel_access_denied`` once the key has lost access.
         """
+        if not key.active:
+            raise errors.inactive_key()
         if self.deleted:
             raise errors.channel_not_found(self.channel_id)
         if not self.state.config.can_access(key.key_id):
@@ -452,21 +456,27 @@ class ChannelActor(MessageCommands, ClaimCommands):
         if self._parking is not None:
             self._parking.notify()
 
-    async def park(self, deadline: float = math.inf, on_leave: OnLeave | None = None) -> bool:
+    async def park(
+        self,
+        deadline: float = math.inf,
+        on_leave: OnLeave | None = None,
+        key_id: str | None = None,
+    ) -> bool:
         """Wait for the next change that may make new messages visible, or an ack.
 
         Posts, releases and lapsed leases wake long-polls; acks wake waiters
         for a task's result (MCP ``await_result``). A long-poll woken by an
-        ack finds its page still empty and parks again. Returns and
-        cancellation as :meth:`Parking.park`. The caller must have checked,
-        with no ``await`` in between, that ``state.version`` is still the
-        one its empty page was read at.
+        ack finds its page still empty and parks again. ``key_id`` names the
+        key the wait is for: :meth:`drop_key` wakes it when that key is
+        revoked. Returns and cancellation as :meth:`Parking.park`. The caller
+        must have checked, with no ``await`` in between, that
+        ``state.version`` is still the one its empty page was read at.
         """
         self.activate()  # a parked waiter keeps the actor running
         self.last_used = trio.current_time()
         if self._parking is None:
             self._parking = Parking(self.hub.spawn)
-        return await self._parking.park(deadline, on_leave)
+        return await self._parking.park(deadline, on_leave, key_id)
 
     @property
     def parked(self) -> int:
@@ -488,6 +498,18 @@ class ChannelActor(MessageCommands, ClaimCommands):
                 subscriber.end(ACCESS)
             elif self.hub.closing:
                 subscriber.end(SHUTDOWN)
+
+    def drop_key(self, key_id: str) -> None:
+        """A key was revoked: end its streams (``revoked``) and wake its parked
+        long-polls and claim-nexts, which re-check the key (:meth:`admit`) and
+        answer 401. Nobody else is woken; a passive channel has none of them."""
+        for subscriber in [s for s in self.streams or () if s.key_id == key_id]:
+            subscriber.end(REVOKED)
+        if self._parking is not None:
+            self._parking.wake_key(key_id)
+        for claimer in [c for c in self.claimers or () if c.key.key_id == key_id]:
+            claimer.withdraw()
+            claimer.hand(None, 0)
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(

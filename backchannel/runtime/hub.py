@@ -263,7 +263,11 @@ class Hub:
         return raw, self.world.keys[event.key_id]
 
     async def revoke_key(self, key: KeyRecord, remote_addr: str | None = None) -> None:
-        """Revoke ``key``, with its ``key.revoke`` security event."""
+        """Revoke ``key``, with its ``key.revoke`` security event.
+
+        In the step that applies it, the key's open streams end (``revoked``)
+        and its parked long-polls and claim-nexts wake to answer 401.
+        """
         now = self.clock.now()
         audit = self.world.audit.decide(
             "key.revoke",
@@ -273,7 +277,11 @@ class Hub:
             detail={"self_revoked": True},
             now=now,
         )
-        await self.commit(self.world.decide_revoke(key, now), audit)
+        seq = self.commit_global(self.world.decide_revoke(key, now))
+        seq = self.commit_global(audit)
+        for actor in self.actors.values():  # same step as the change: nothing more reaches it
+            actor.drop_key(key.key_id)
+        await settle(self.journal, seq)
 
     async def create_actor(
         self, key: KeyRecord, name: str, description: str, metadata: dict[str, Any]

@@ -33,10 +33,11 @@ OnLeave = Callable[[Callable[[], None] | None], None]
 class _Parked:
     """One parked task: woken at most once, with True (woken) or False (leave)."""
 
-    __slots__ = ("result", "sleeping", "task")
+    __slots__ = ("key_id", "result", "sleeping", "task")
 
-    def __init__(self, task: trio.lowlevel.Task) -> None:
+    def __init__(self, task: trio.lowlevel.Task, key_id: str | None) -> None:
         self.task = task
+        self.key_id = key_id  # whose wait it is, so a revoked key's waits can be found
         self.sleeping = False
         self.result: bool | None = None
 
@@ -64,18 +65,24 @@ class Parking:
         """True while a slice-wise fan-out is still running."""
         return self._waking
 
-    async def park(self, deadline: float = math.inf, on_leave: OnLeave | None = None) -> bool:
+    async def park(
+        self,
+        deadline: float = math.inf,
+        on_leave: OnLeave | None = None,
+        key_id: str | None = None,
+    ) -> bool:
         """Wait for the next :meth:`notify`, ``deadline`` or a request to leave.
 
         Returns True once woken or at ``deadline``, False once the waiter has
         been told to leave. ``on_leave`` (a long-poll's client watch) is
         given a ``leave()`` function before the task sleeps, and None after
         it wakes; calling ``leave()`` ends the park with False, at once even
-        if it is called before the sleep begins.
+        if it is called before the sleep begins. ``key_id`` names the key
+        the wait is for: :meth:`wake_key` wakes it when that key is revoked.
 
         Cancellation-safe: a cancelled waiter leaves the dict at once.
         """
-        entry = _Parked(trio.lowlevel.current_task())
+        entry = _Parked(trio.lowlevel.current_task(), key_id)
         self._parked[entry] = None
         try:
             if on_leave is not None:
@@ -121,6 +128,11 @@ class Parking:
     def wake_all(self) -> None:
         """Wake everyone parked now, at once (shutdown, deletion, access change)."""
         self._unpark(len(self._parked))
+
+    def wake_key(self, key_id: str) -> None:
+        """Wake the waits of ``key_id`` only (it was revoked): they re-check and answer."""
+        for entry in [e for e in self._parked if e.key_id == key_id]:
+            self._settle(entry, True)
 
     def _unpark(self, count: int) -> int:
         """Wake the ``count`` oldest parked tasks; returns how many were woken."""
