@@ -30,6 +30,7 @@ import h11
 import trio
 
 from backchannel.config import Settings
+from backchannel.http.response_bytes import whole_response
 
 
 def somaxconn() -> int:
@@ -204,7 +205,10 @@ def _whole_responses_in_one_step() -> None:
 
     The headers skip h11's per-header regexes (``_parsed``): every name and
     value is bytes from the app (our constants, numbers, or request headers
-    h11 already validated; Quart's werkzeug headers) or from hypercorn.
+    h11 already validated; Quart's werkzeug headers) or from hypercorn. The
+    common shape (a Content-Length body, no Connection header) skips h11's
+    writer too: ``response_bytes.whole_response`` writes the same bytes and
+    only drives h11's state.
     """
     from hypercorn.events import RawData
     from hypercorn.protocol.events import StreamClosed
@@ -253,11 +257,14 @@ def _whole_responses_in_one_step() -> None:
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"connection", b"close"))
         connection = protocol.connection
-        response = h11.Response(headers=headers, status_code=status, _parsed=True)
-        data = h11_bytes(connection, response)
-        if body and not suppress_body(stream.scope["method"], status):
-            data += h11_bytes(connection, h11.Data(data=body))
-        data += h11_bytes(connection, h11.EndOfMessage())
+        send_body = not suppress_body(stream.scope["method"], status)
+        data = whole_response(connection, status, headers, body, send_body)
+        if data is None:  # not the common shape: h11 writes it
+            response = h11.Response(headers=headers, status_code=status, _parsed=True)
+            data = h11_bytes(connection, response)
+            if body and send_body:
+                data += h11_bytes(connection, h11.Data(data=body))
+            data += h11_bytes(connection, h11.EndOfMessage())
         stream.response = start
         stream.state = ASGIHTTPState.CLOSED
         if data:

@@ -1,0 +1,167 @@
+"""Profile the server side of a long-poll fan-out: where do the seconds go?
+
+    python tools/profile_fanout.py [--waiters 10000] [--top 40] [--out FILE.prof]
+
+The real server (``backchannel.http.server.serve``, tuned hypercorn, a fresh
+data directory, ``--fsync always``) runs in this process; ``tools/loadgen.py
+idle`` runs in another (pinned to the second core when there is one) and
+parks ``--waiters`` long-polls on one broadcast channel, posts once and
+times until every waiter has its answer. cProfile runs only from the moment
+the last waiter is parked until every waiter has left (and a quarter of a
+second more for the last writes), so connecting is not in the profile.
+
+The profile's own overhead slows the fan-out (about 2x); read the shares,
+not the seconds. The load client's figures (measured with the profiler on)
+and the top functions by own and cumulative time are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backchannel.config import load_settings  # noqa: E402
+from backchannel.http.server import serve  # noqa: E402
+from backchannel.logformat import configure  # noqa: E402
+from backchannel.runtime.hub import Hub  # noqa: E402
+
+WAIT_S = 120
+
+
+async def _watch(hub: Hub, waiters: int, profiler: cProfile.Profile, sampler: list[str]) -> None:
+    """Profile from "all parked" until "none parked" (+0.25 s for the writes)."""
+    # hub.parked is a plain counter with no event to wait on: poll it
+    while hub.parked < waiters:  # noqa: ASYNC110
+        await trio.sleep(0.01)
+    if sampler:
+        process = await trio.lowlevel.open_process([*sampler, "--pid", str(os.getpid())])
+        await trio.sleep(1)  # the sampler attaches
+    else:
+        profiler.enable()
+    while hub.parked > 0:  # noqa: ASYNC110
+        await trio.sleep(0.001)
+    await trio.sleep(0.25)
+    if sampler:
+        process.send_signal(signal.SIGINT)
+        await process.wait()
+    else:
+        profiler.disable()
+
+
+async def _run(
+    args: argparse.Namespace, data_dir: str, profiler: cProfile.Profile
+) -> dict[str, object]:
+    settings = load_settings(
+        {},
+        host="127.0.0.1",
+        port=0,
+        data_dir=Path(data_dir),
+        fsync="always",
+        rate_limit=0,
+        key_mint_limit=0,
+        longpoll_max_wait_seconds=WAIT_S,
+        longpoll_max_waiters=args.waiters + 1000,
+    )
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(
+            lambda task_status: serve(settings, stop=stop, task_status=task_status)
+        )
+        hub = _find_hub()
+        sampler = []
+        if args.py_spy:
+            sampler = [args.py_spy, "record", "--rate", "1000", "--format", "raw"]
+            sampler += ["--output", str(args.out or "fanout.folded")]
+        nursery.start_soon(_watch, hub, args.waiters, profiler, sampler)
+        port = int(str(url).rsplit(":", 1)[1])
+        pin = _client_pin()
+        cmd = [
+            *pin,
+            sys.executable,
+            str(ROOT / "tools" / "loadgen.py"),
+            "idle",
+            "--port",
+            str(port),
+            "--json-args",
+            json.dumps({"waiters": args.waiters, "pid": os.getpid(), "wait": WAIT_S}),
+            "--timeout",
+            "300",
+        ]
+        proc = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+        stop.set()
+    if proc.returncode != 0:
+        raise SystemExit(f"loadgen failed:\n{proc.stderr.decode()[-3000:]}")
+    result: dict[str, object] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def _find_hub() -> Hub:
+    """The running hub (the server builds it inside ``serve``; we only read it)."""
+    import gc
+
+    hubs = [obj for obj in gc.get_objects() if isinstance(obj, Hub)]
+    if len(hubs) != 1:
+        raise SystemExit(f"expected one Hub in this process, found {len(hubs)}")
+    return hubs[0]
+
+
+def _client_pin() -> list[str]:
+    cores = sorted(os.sched_getaffinity(0))
+    taskset = shutil.which("taskset")
+    if len(cores) >= 2 and taskset:
+        os.sched_setaffinity(0, {cores[0]})
+        return [taskset, "-c", str(cores[1])]
+    return []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--waiters", type=int, default=10_000)
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--out", type=Path, help="write the raw profile here (pstats format)")
+    parser.add_argument(
+        "--py-spy",
+        metavar="BIN",
+        help="sample with this py-spy executable instead of cProfile (far less overhead); "
+        "--out receives its collapsed stacks",
+    )
+    args = parser.parse_args()
+    data_dir = tempfile.mkdtemp(prefix="profile-fanout-")
+    profiler = cProfile.Profile()
+    # the server's log (access lines included, as in the benchmark) goes to a file
+    saved_stderr = sys.stderr
+    sys.stderr = (Path(data_dir) / "server.log").open("w")
+    configure("INFO", "text")
+    try:
+        result = trio.run(_run, args, data_dir, profiler)
+    finally:
+        sys.stderr.close()
+        sys.stderr = saved_stderr
+        shutil.rmtree(data_dir, ignore_errors=True)
+    keys = ("fanout_all_ms", "fanout_p50_ms", "fanout_server_cpu_s", "missing", "woken")
+    print("load client (profiler on):", {k: result.get(k) for k in keys})
+    if args.py_spy:
+        return 0
+    if args.out is not None:
+        profiler.dump_stats(str(args.out))
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(args.top)
+    stats.sort_stats("cumulative").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
