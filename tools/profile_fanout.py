@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -26,6 +27,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import trio
@@ -41,28 +43,51 @@ from backchannel.runtime.hub import Hub  # noqa: E402
 WAIT_S = 120
 
 
-async def _watch(hub: Hub, waiters: int, profiler: cProfile.Profile, sampler: list[str]) -> None:
-    """Profile from "all parked" until "none parked" (+0.25 s for the writes)."""
+GC_SECONDS = [0.0, 0.0, 0.0]  # per generation, during the fan-out
+_gc_started = [0.0]
+
+
+def _gc_timer(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        GC_SECONDS[info["generation"]] += time.perf_counter() - _gc_started[0]
+
+
+async def _watch(
+    hub: Hub, waiters: int, profiler: cProfile.Profile | None, sampler: list[str], cpu: list[float]
+) -> None:
+    """Profile from "all parked" until "none parked" (+0.25 s for the writes).
+
+    ``cpu`` receives the main thread's CPU seconds from the first waiter
+    woken until the last write (the fan-out alone, profiled or not).
+    """
     # hub.parked is a plain counter with no event to wait on: poll it
     while hub.parked < waiters:  # noqa: ASYNC110
         await trio.sleep(0.01)
     if sampler:
         process = await trio.lowlevel.open_process([*sampler, "--pid", str(os.getpid())])
         await trio.sleep(1)  # the sampler attaches
-    else:
+    elif profiler is not None:
         profiler.enable()
+    while hub.parked == waiters:  # noqa: ASYNC110
+        await trio.sleep(0.001)
+    started = time.thread_time()
+    gc.callbacks.append(_gc_timer)
     while hub.parked > 0:  # noqa: ASYNC110
         await trio.sleep(0.001)
     await trio.sleep(0.25)
+    gc.callbacks.remove(_gc_timer)
+    cpu.append(time.thread_time() - started)
     if sampler:
         process.send_signal(signal.SIGINT)
         await process.wait()
-    else:
+    elif profiler is not None:
         profiler.disable()
 
 
 async def _run(
-    args: argparse.Namespace, data_dir: str, profiler: cProfile.Profile
+    args: argparse.Namespace, data_dir: str, profiler: cProfile.Profile | None
 ) -> dict[str, object]:
     settings = load_settings(
         {},
@@ -85,7 +110,8 @@ async def _run(
         if args.py_spy:
             sampler = [args.py_spy, "record", "--rate", "1000", "--format", "raw"]
             sampler += ["--output", str(args.out or "fanout.folded")]
-        nursery.start_soon(_watch, hub, args.waiters, profiler, sampler)
+        cpu: list[float] = []
+        nursery.start_soon(_watch, hub, args.waiters, profiler, sampler, cpu)
         port = int(str(url).rsplit(":", 1)[1])
         pin = _client_pin()
         cmd = [
@@ -105,13 +131,13 @@ async def _run(
     if proc.returncode != 0:
         raise SystemExit(f"loadgen failed:\n{proc.stderr.decode()[-3000:]}")
     result: dict[str, object] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    result["fanout_main_thread_cpu_s"] = cpu[0] if cpu else float("nan")
+    result["fanout_gc_s"] = [round(g, 3) for g in GC_SECONDS]
     return result
 
 
 def _find_hub() -> Hub:
     """The running hub (the server builds it inside ``serve``; we only read it)."""
-    import gc
-
     hubs = [obj for obj in gc.get_objects() if isinstance(obj, Hub)]
     if len(hubs) != 1:
         raise SystemExit(f"expected one Hub in this process, found {len(hubs)}")
@@ -133,6 +159,11 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", type=Path, help="write the raw profile here (pstats format)")
     parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="no profiler: only the fan-out's figures and main-thread CPU seconds",
+    )
+    parser.add_argument(
         "--py-spy",
         metavar="BIN",
         help="sample with this py-spy executable instead of cProfile (far less overhead); "
@@ -140,7 +171,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     data_dir = tempfile.mkdtemp(prefix="profile-fanout-")
-    profiler = cProfile.Profile()
+    profiler = None if args.measure or args.py_spy else cProfile.Profile()
     # the server's log (access lines included, as in the benchmark) goes to a file
     saved_stderr = sys.stderr
     sys.stderr = (Path(data_dir) / "server.log").open("w")
@@ -152,8 +183,9 @@ def main() -> int:
         sys.stderr = saved_stderr
         shutil.rmtree(data_dir, ignore_errors=True)
     keys = ("fanout_all_ms", "fanout_p50_ms", "fanout_server_cpu_s", "missing", "woken")
-    print("load client (profiler on):", {k: result.get(k) for k in keys})
-    if args.py_spy:
+    figures = {k: result.get(k) for k in (*keys, "fanout_main_thread_cpu_s", "fanout_gc_s")}
+    print(json.dumps(figures) if profiler is None else f"load client (profiler on): {figures}")
+    if profiler is None:
         return 0
     if args.out is not None:
         profiler.dump_stats(str(args.out))

@@ -30,7 +30,6 @@ import h11
 import trio
 
 from backchannel.config import Settings
-from backchannel.http.response_bytes import whole_response
 
 
 def somaxconn() -> int:
@@ -205,10 +204,7 @@ def _whole_responses_in_one_step() -> None:
 
     The headers skip h11's per-header regexes (``_parsed``): every name and
     value is bytes from the app (our constants, numbers, or request headers
-    h11 already validated; Quart's werkzeug headers) or from hypercorn. The
-    common shape (a Content-Length body, no Connection header) skips h11's
-    writer too: ``response_bytes.whole_response`` writes the same bytes and
-    only drives h11's state.
+    h11 already validated; Quart's werkzeug headers) or from hypercorn.
     """
     from hypercorn.events import RawData
     from hypercorn.protocol.events import StreamClosed
@@ -257,14 +253,11 @@ def _whole_responses_in_one_step() -> None:
         if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
             headers.append((b"connection", b"close"))
         connection = protocol.connection
-        send_body = not suppress_body(stream.scope["method"], status)
-        data = whole_response(connection, status, headers, body, send_body)
-        if data is None:  # not the common shape: h11 writes it
-            response = h11.Response(headers=headers, status_code=status, _parsed=True)
-            data = h11_bytes(connection, response)
-            if body and send_body:
-                data += h11_bytes(connection, h11.Data(data=body))
-            data += h11_bytes(connection, h11.EndOfMessage())
+        response = h11.Response(headers=headers, status_code=status, _parsed=True)
+        data = h11_bytes(connection, response)
+        if body and not suppress_body(stream.scope["method"], status):
+            data += h11_bytes(connection, h11.Data(data=body))
+        data += h11_bytes(connection, h11.EndOfMessage())
         stream.response = start
         stream.state = ASGIHTTPState.CLOSED
         if data:
