@@ -1,18 +1,24 @@
 """Profile the server side of a long-poll fan-out: where do the seconds go?
 
     python tools/profile_fanout.py [--waiters 10000] [--top 40] [--out FILE.prof]
+    python tools/profile_fanout.py --py-spy PATH/py-spy --out fanout.folded
+    python tools/profile_fanout.py --measure
 
 The real server (``backchannel.http.server.serve``, tuned hypercorn, a fresh
-data directory, ``--fsync always``) runs in this process; ``tools/loadgen.py
-idle`` runs in another (pinned to the second core when there is one) and
-parks ``--waiters`` long-polls on one broadcast channel, posts once and
-times until every waiter has its answer. cProfile runs only from the moment
-the last waiter is parked until every waiter has left (and a quarter of a
-second more for the last writes), so connecting is not in the profile.
+data directory, ``--fsync always``, its log in a file) runs in this process;
+``tools/loadgen.py idle`` runs in another (pinned to the second core when
+there is one, this process to the first) and parks ``--waiters`` long-polls
+on one broadcast channel, posts once and times until every waiter has its
+answer. The profiler runs only from the moment the last waiter is parked
+until every waiter has left (and a quarter of a second more for the last
+writes), so connecting is not in the profile.
 
-The profile's own overhead slows the fan-out (about 2x); read the shares,
-not the seconds. The load client's figures (measured with the profiler on)
-and the top functions by own and cumulative time are printed.
+cProfile (the default) costs several times the fan-out's own time; read
+its shares, not its seconds. ``--py-spy`` samples instead (1,000 Hz, py-spy
+installed anywhere, not a dependency) and writes collapsed stacks.
+``--measure`` runs no profiler. Every mode prints the load client's figures
+and the main thread's CPU seconds from the first waiter woken to the last
+write, with the seconds the cyclic GC took per generation meanwhile.
 """
 
 from __future__ import annotations
