@@ -1384,6 +1384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "idle_sizes": list(settings.idle_sizes),
             "post_clients": settings.post_clients,
             "message_bytes": settings.message_bytes,
+            "scale_channels": settings.scale_channels,
+            "scale_messages": settings.scale_messages,
         },
         "scenarios": {out.name: out.to_json() for out in outcomes},
     }
