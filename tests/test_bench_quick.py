@@ -29,6 +29,7 @@ SCENARIOS = [
     "metrics",
     "stock",
     "restart",
+    "scale",
 ]
 RUN_TIMEOUT_S = 240
 

@@ -54,6 +54,21 @@ restart  time from spawn to ``/health`` 200 on data directories written by
          ``tools/gen_data.py`` (100,000 and 1,000,000 live messages; target
          <= 10 s for 1,000,000), and the worst request of a probe running
          while snapshots of 100,000 messages are written (target <= 50 ms).
+scale    issue 15: C channels holding N live 300-byte messages, written by
+         ``tools/gen_data.py`` (default 100,000 channels and 1,000,000
+         messages; ``--quick`` 2,000 and 20,000; ``--scale-large`` 1,000,000
+         and 10,000,000, minutes and many GiB; ``--scale-channels`` and
+         ``--scale-messages`` pick any size). Per repetition: restart time
+         (spawn -> ``/health`` 200; target 4 s per million messages), RSS
+         after load, RSS per idle channel and per live message measured end
+         to end (servers on an empty, a channels-only and the full data
+         set, each read at ``/health`` 200) and by ``tools/scale_probe.py``
+         next to the issue's figures of the day, and the posts load (50
+         clients) on one hot channel while the C channels sit idle against
+         the same load on an empty server, side by side (targets: posts/s
+         and p99 within 10 %). Servers on a data set are killed, not
+         stopped (a clean stop writes a final snapshot of everything, which
+         measures nothing here), and the directory is put back as generated.
 
 The real server runs with ``BACKCHANNEL_RATE_LIMIT=0`` and
 ``BACKCHANNEL_KEY_MINT_LIMIT=0`` (the load would otherwise be refused) and a
@@ -88,6 +103,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scale_data import DataSet, Unavailable, mem_available_bytes, run_probe
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools"
 PYTHON = sys.executable
@@ -104,6 +121,7 @@ ALL_SCENARIOS = (
     "metrics",
     "stock",
     "restart",
+    "scale",
 )
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 15.0
@@ -119,6 +137,17 @@ IDLE_WAIT_S = 120
 IDLE_TARGET_WAITERS = 10_000  # the size the RSS and fan-out targets are set for
 CLAIM_PRODUCERS_PER_CHANNEL = 4  # fewer cannot keep 50 workers stocked (they starve)
 CLAIM_STOCK = 40  # unclaimed messages the producers keep per channel
+# scale: (channels, messages) per size; the probes measure at most the issue's own sizes
+SCALE_QUICK = (2_000, 20_000)
+SCALE_DEFAULT = (100_000, 1_000_000)
+SCALE_LARGE = (1_000_000, 10_000_000)
+SCALE_PROBE_MAX = (20_000, 100_000)
+# issue 15's figures of the day (through the API, fsync never), shown next to ours
+TODAY_CHANNEL_B = 10 * 1024
+TODAY_MESSAGE_B = 1.2 * 1024
+# the memory guard's fallback costs when the probes are not available (today's, with margin)
+GUARD_CHANNEL_B = 12 * 1024
+GUARD_MESSAGE_B = 1.5 * 1024
 
 
 # --------------------------------------------------------------------------- settings
@@ -141,6 +170,8 @@ class Settings:
     claim_channels: int = 10
     wake_waiters: int = 100
     wake_gap_s: float = 0.01
+    scale_channels: int = SCALE_DEFAULT[0]
+    scale_messages: int = SCALE_DEFAULT[1]
 
     def loadgen_timeout(self, extra: float = 0.0) -> float:
         return SETUP_ALLOWANCE_S + self.warmup + self.duration + extra
@@ -157,6 +188,13 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     )
     parser.add_argument("--out", type=Path, help="JSON output file")
     parser.add_argument(
+        "--scale-large",
+        action="store_true",
+        help="scale scenario at 1,000,000 channels and 10,000,000 messages (minutes, GiBs)",
+    )
+    parser.add_argument("--scale-channels", type=int, help="scale scenario: channels")
+    parser.add_argument("--scale-messages", type=int, help="scale scenario: live messages")
+    parser.add_argument(
         "--scenarios",
         nargs="+",
         default=list(ALL_SCENARIOS),
@@ -171,6 +209,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     duration = ns.duration if ns.duration is not None else (1.0 if ns.quick else 10.0)
     if repeat < 1 or repeat > 20 or duration <= 0 or duration > 600:
         parser.error("--repeat must be 1..20 and --duration in (0, 600]")
+    size = SCALE_LARGE if ns.scale_large else SCALE_QUICK if ns.quick else SCALE_DEFAULT
+    scale_channels = ns.scale_channels if ns.scale_channels is not None else size[0]
+    scale_messages = ns.scale_messages if ns.scale_messages is not None else size[1]
+    if scale_channels < 1 or scale_messages < 0:
+        parser.error("--scale-channels must be >= 1 and --scale-messages >= 0")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = ns.out if ns.out is not None else ROOT / "bench-results" / f"bench-{stamp}.json"
     return Settings(
@@ -182,6 +225,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         out=out,
         idle_sizes=(200,) if ns.quick else (1000, 5000, 10000),
         stream_count=200 if ns.quick else 1000,
+        scale_channels=scale_channels,
+        scale_messages=scale_messages,
     )
 
 
@@ -353,7 +398,13 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def _start(kind: str, pinning: Pinning, env: dict[str, str], data_dir: str | None) -> Server:
+def _start(
+    kind: str,
+    pinning: Pinning,
+    env: dict[str, str],
+    data_dir: str | None,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> Server:
     own_dir = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix=f"bench-{kind}-")
     log_path = Path(tempfile.mkstemp(prefix=f"bench-{kind}-", suffix=".log")[1])
@@ -369,7 +420,7 @@ def _start(kind: str, pinning: Pinning, env: dict[str, str], data_dir: str | Non
         )
     server = Server(kind, 0, proc, data_dir, log_path, 0.0)
     server.stop_info["own_dir"] = own_dir
-    deadline = started + READY_TIMEOUT_S
+    deadline = started + ready_timeout
     while True:
         if proc.poll() is not None:
             tail = server.log_tail()
@@ -389,7 +440,7 @@ def _start(kind: str, pinning: Pinning, env: dict[str, str], data_dir: str | Non
         if time.monotonic() > deadline:
             tail = server.log_tail()
             stop_server(server)
-            raise ScenarioError(f"{kind} server not ready within {READY_TIMEOUT_S:.0f} s:\n{tail}")
+            raise ScenarioError(f"{kind} server not ready within {ready_timeout:.0f} s:\n{tail}")
         time.sleep(0.05)
     server.ready_s = time.monotonic() - started
     return server
@@ -441,6 +492,34 @@ def running_server(
             raise ScenarioError(f"{kind} server died during the run:\n{server.log_tail()}")
     finally:
         stop_server(server)
+
+
+@contextlib.contextmanager
+def server_on(data: DataSet, pinning: Pinning) -> Iterator[Server]:
+    """A real server on a generated data set; killed afterwards, the set put back.
+
+    Killed, not stopped: a clean stop writes a final snapshot of the whole
+    data set (a minute at 10,000,000 messages), which no figure here needs.
+    Periodic snapshots are off for the same reason.
+    """
+    env = server_env(11_000, 30)
+    env["BACKCHANNEL_SNAPSHOT_INTERVAL_SECONDS"] = "0"
+    # measured on main: 100,000 channels alone took 61 s to start on a loaded machine
+    ready_timeout = READY_TIMEOUT_S + data.messages / 20_000 + data.channels / 1_000
+    server = _start("real", pinning, env, str(data.directory), ready_timeout)
+    log(
+        f"server on {data.channels:,} channels / {data.messages:,} messages ready on port "
+        f"{server.port} (pid {server.pid}) in {server.ready_s:.2f} s"
+    )
+    try:
+        yield server
+        if server.proc.poll() is not None:
+            raise ScenarioError(f"scale server died during the run:\n{server.log_tail()}")
+    finally:
+        server.proc.kill()
+        server.proc.wait(timeout=STOP_GRACE_S)
+        _cleanup(server)
+        data.restore()
 
 
 def run_loadgen(
@@ -983,6 +1062,96 @@ class Bench:
         ]
         out.figures = figures(specs, runs)
 
+    # ------------------------------------------------------------------ scale (issue 15)
+    def _hot_channel(self, server: Server) -> dict[str, Any]:
+        """The posts load, all 50 clients on one new channel of ``server``."""
+        args = {
+            "clients": self.s.post_clients,
+            "channels": 1,
+            "size": self.s.message_bytes,
+            "duration": self.s.duration,
+            "warmup": self.s.warmup,
+            "target": "real",
+            "pid": server.pid,
+        }
+        return run_loadgen("posts", server, args, self.s.loadgen_timeout(), self.pinning)
+
+    def _probes(self, notes: list[str]) -> dict[str, float]:
+        """The per-channel and per-message probes of tools/scale_probe.py, where they exist."""
+        channels = min(self.s.scale_channels, SCALE_PROBE_MAX[0])
+        messages = min(max(self.s.scale_messages, 1), SCALE_PROBE_MAX[1])
+        found: dict[str, float] = {}
+        for function, n, prefix in (
+            ("idle_channel_cost", channels, "probe_channel"),
+            ("live_message_cost", messages, "probe_message"),
+        ):
+            log(f"scale: {function}({n:,})")
+            try:
+                figures_ = run_probe(function, n, PYTHON)
+            except Unavailable as exc:
+                notes.append(f"{function}: {exc}")
+                continue
+            except RuntimeError as exc:
+                raise ScenarioError(str(exc)) from exc
+            found.update({f"{prefix}:{k}": v for k, v in figures_.items()})
+        return found
+
+    def _guard_memory(self, probes: dict[str, float]) -> None:
+        """Skip rather than push a shared machine into the OOM killer."""
+        channel_b = probes.get("probe_channel:rss_b", GUARD_CHANNEL_B)
+        message_b = probes.get("probe_message:rss_b", GUARD_MESSAGE_B)
+        need = 1.5 * (self.s.scale_channels * channel_b + self.s.scale_messages * message_b)
+        available = mem_available_bytes()
+        if available is not None and need > available:
+            raise ScenarioSkipped(
+                f"{self.s.scale_channels:,} channels and {self.s.scale_messages:,} messages "
+                f"need about {need / 2**30:.1f} GiB (1.5 x {channel_b:,.0f} B per channel and "
+                f"{message_b:,.0f} B per message); {available / 2**30:.1f} GiB available"
+            )
+
+    def scenario_scale(self, out: Outcome) -> None:
+        """Issue 15's scale scenario (module docstring): one data set, reused each repetition."""
+        real_server_check()
+        channels, messages = self.s.scale_channels, self.s.scale_messages
+        notes: list[str] = []
+        runs: list[dict[str, Any]] = []
+        probes = self._probes(notes)
+        self._guard_memory(probes)
+        log(f"scale: generating {channels:,} channels with {messages:,} messages")
+        try:
+            full = DataSet.generate(channels, messages, PYTHON)
+            bare = DataSet.generate(channels, 0, PYTHON)
+        except Unavailable as exc:
+            raise ScenarioSkipped(str(exc)) from exc
+        except RuntimeError as exc:
+            raise ScenarioError(str(exc)) from exc
+        try:
+            for rep in range(self.s.repeat):
+                log(f"scale (repetition {rep + 1}/{self.s.repeat})")
+                run: dict[str, Any] = {"gen_s": full.seconds, **probes}
+                with running_server("real", self.pinning) as srv:
+                    run["rss_empty_mib"] = _rss_kib(srv.pid) / 1024
+                    empty = self._hot_channel(srv)
+                with server_on(bare, self.pinning) as srv:
+                    run["rss_channels_mib"] = _rss_kib(srv.pid) / 1024
+                    run["ready_channels_s"] = srv.ready_s
+                with server_on(full, self.pinning) as srv:
+                    run["ready_s"] = srv.ready_s
+                    run["rss_full_mib"] = _rss_kib(srv.pid) / 1024
+                    hot = self._hot_channel(srv)
+                    run["rss_after_hot_mib"] = _rss_kib(srv.pid) / 1024
+                run.update(_scale_derived(run, empty, hot, channels, messages))
+                run["empty"], run["hot"] = empty, hot
+                runs.append(run)
+                if rep == 0:  # the probes measure code, not load: once is enough
+                    probes = {}
+        finally:
+            full.remove()
+            bare.remove()
+        out.runs = runs
+        out.note = "; ".join(notes)
+        out.figures = figures(_scale_specs(channels, messages), runs)
+
     def run(self) -> list[Outcome]:
         if self.post_targets():
             self.collect_post_runs()
@@ -1002,6 +1171,73 @@ class Bench:
                 log(f"{name}: {out.status}: {out.note}")
             outcomes.append(out)
         return outcomes
+
+
+def _scale_derived(
+    run: dict[str, Any],
+    empty: dict[str, Any],
+    hot: dict[str, Any],
+    channels: int,
+    messages: int,
+) -> dict[str, float]:
+    """Per-channel and per-message RSS (end to end) and the hot/empty ratios of one run."""
+    derived = {
+        "channel_b": (run["rss_channels_mib"] - run["rss_empty_mib"]) * 2**20 / channels,
+        "hot_posts_per_s": hot["posts_per_s"],
+        "empty_posts_per_s": empty["posts_per_s"],
+        "hot_p99_ms": hot["post_p99_ms"],
+        "empty_p99_ms": empty["post_p99_ms"],
+        "posts_ratio": hot["posts_per_s"] / empty["posts_per_s"],
+        "p99_ratio": hot["post_p99_ms"] / empty["post_p99_ms"],
+        "hot_errors": hot["errors"] + empty["errors"],
+    }
+    if messages:
+        derived["message_b"] = (run["rss_full_mib"] - run["rss_channels_mib"]) * 2**20 / messages
+    return derived
+
+
+def _scale_specs(channels: int, messages: int) -> list[Spec]:
+    size = f"{channels:,} ch / {messages:,} msg"
+    restart_target: tuple[str, float] | tuple[()] = ()
+    if messages >= 1_000_000:  # issue 15: 1M in under 4 s, 10M in under 40 s
+        limit = 4.0 * messages / 1_000_000
+        restart_target = (f"<= {limit:g}", limit)
+    today_channel = f"today ~{TODAY_CHANNEL_B / 1024:g} KiB"
+    today_message = f"today ~{TODAY_MESSAGE_B / 1024:g} KiB"
+    return [
+        Spec("ready_s", f"{size}: restart, spawn -> /health 200", "s", *restart_target),
+        Spec("ready_channels_s", f"{channels:,} channels, no message: restart", "s"),
+        Spec("rss_full_mib", f"{size}: RSS after load", "MiB"),
+        Spec("rss_after_hot_mib", f"{size}: RSS after the hot-channel run", "MiB"),
+        Spec("rss_empty_mib", "empty server: RSS", "MiB"),
+        Spec(
+            "channel_b", f"RSS per idle channel, end to end ({today_channel})", "B", "<= 2048", 2048
+        ),
+        Spec(
+            "probe_channel:rss_b",
+            f"RSS per idle channel, probe ({today_channel})",
+            "B",
+            "<= 2048",
+            2048,
+        ),
+        Spec("message_b", f"RSS per live message incl. content, end to end ({today_message})", "B"),
+        Spec("probe_message:rss_b", f"RSS per live message, probe ({today_message})", "B"),
+        Spec(
+            "probe_message:beyond_b",
+            "per live message beyond content+metadata, probe",
+            "B",
+            "<= 500",
+            500,
+        ),
+        Spec("hot_posts_per_s", f"hot channel posts/s, {size} idle", "req/s"),
+        Spec("empty_posts_per_s", "same load, empty server (same run)", "req/s"),
+        Spec("posts_ratio", "hot / empty posts/s", "x", ">= 0.9", at_least=0.9),
+        Spec("hot_p99_ms", f"hot channel post p99, {size} idle", "ms"),
+        Spec("empty_p99_ms", "post p99, empty server (same run)", "ms"),
+        Spec("p99_ratio", "hot / empty post p99", "x", "<= 1.1", 1.1),
+        Spec("hot_errors", "non-201 replies (both servers)", "count"),
+        Spec("gen_s", f"{size}: gen_data.py", "s"),
+    ]
 
 
 def _stall_probe(port: int, seconds: float) -> dict[str, float]:
@@ -1149,6 +1385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "idle_sizes": list(settings.idle_sizes),
             "post_clients": settings.post_clients,
             "message_bytes": settings.message_bytes,
+            "scale_channels": settings.scale_channels,
+            "scale_messages": settings.scale_messages,
         },
         "scenarios": {out.name: out.to_json() for out in outcomes},
     }

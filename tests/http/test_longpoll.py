@@ -21,7 +21,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.conftest import Agent, Server, serving, start_server, test_settings
+from tests.conftest import Agent, Server, assert_error, serving, start_server, test_settings
 
 CUSHION = 0.02  # real seconds; below AUTOJUMP, so a parked waiter is seen before a jump
 AUTOJUMP = 0.05
@@ -313,3 +313,78 @@ async def test_stopping_the_server_answers_every_parked_long_poll(
             # the client closes its connections, so hypercorn need not wait for them
     for waiter in waiters:
         assert waiter.body() == {"data": [], "limit": 50, "next_cursor": None}
+
+
+async def test_one_fan_out_answers_each_waiter_its_own_page(
+    mock_clock: trio.testing.MockClock, server: Server
+) -> None:
+    """Woken together, waiters share one serialized page only when their page is
+    the same: same cursor, limit and filter, and still allowed to read it.
+
+    Cursors are global seqs, so a cursor can lie ahead of this channel's
+    newest message; its page stays empty after the post, as does a
+    ``status=claimed`` page on a broadcast channel. A member removed while
+    parked is answered 403 at once, with nothing of what comes after.
+    """
+    alice = await server.agent("alice")
+    bob, carol, dave = [await server.agent(name) for name in ("bob", "carol", "dave")]
+    channel = (await alice.channel("news", "broadcast", access="restricted"))["id"]
+    for member in (bob, carol, dave):
+        added = await alice.post(f"/v1/channels/{channel}/members", {"key_id": member.key_id})
+        assert added.status_code == 201, added.text
+    first = await alice.post(f"/v1/channels/{channel}/messages", {"content": "first"})
+    cursor = first.json()["next_cursor"]
+    alike = [Waiter(bob, channel, cursor=cursor, wait="5") for _ in range(3)]
+    alike.append(Waiter(carol, channel, cursor=cursor, wait="5"))
+    ahead = Waiter(carol, channel, cursor="s99999999", wait="5")
+    claimed = Waiter(bob, channel, cursor=cursor, status="claimed", wait="5")
+    shorter = Waiter(carol, channel, cursor=cursor, limit="1", wait="5")
+    removed = Waiter(dave, channel, cursor=cursor, wait="5")
+    everyone = [*alike, ahead, claimed, shorter, removed]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for waiter in everyone:
+                nursery.start_soon(waiter.run)
+            await parked()
+            assert [w.response for w in everyone] == [None] * len(everyone)
+            gone = await alice.delete(f"/v1/channels/{channel}/members/{dave.key_id}")
+            assert gone.status_code == 200, gone.text
+            await parked()
+            assert removed.response is not None  # answered at the removal
+            posted_at = trio.current_time()
+            second = await alice.send(channel, "second")
+    assert removed.response is not None
+    assert_error(removed.response, 403, "channel_access_denied")
+    assert "second" not in removed.response.text
+    for waiter in [*alike, shorter]:
+        assert waiter.finished is not None
+        assert waiter.finished - posted_at < AT_ONCE
+        body = waiter.body()
+        assert [m["id"] for m in body["data"]] == [second["id"]]
+        assert body["next_cursor"] not in (None, cursor)
+    assert shorter.body()["limit"] == 1
+    assert len({w.body()["next_cursor"] for w in alike}) == 1
+    for waiter, own_cursor in ((ahead, "s99999999"), (claimed, cursor)):
+        assert waiter.elapsed == pytest.approx(5)  # never woken for good: waited it out
+        assert waiter.body() == {"data": [], "limit": 50, "next_cursor": own_cursor}
+
+
+async def test_waiters_with_different_limits_woken_together_get_their_own_page(
+    mock_clock: trio.testing.MockClock, server: Server
+) -> None:
+    """Two delayed messages come due in one step and wake everyone at once."""
+    alice = await server.agent("alice")
+    channel = (await alice.channel("news", "broadcast"))["id"]
+    waiters = [Waiter(alice, channel, cursor="0", limit=str(n), wait="30") for n in (1, 2, 1, 2)]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for waiter in waiters:
+                nursery.start_soon(waiter.run)
+            await parked()
+            delayed = [await alice.send(channel, f"due {n}", delay_seconds=2) for n in (1, 2)]
+            assert [w.response for w in waiters] == [None] * len(waiters)
+    pages = [[m["id"] for m in waiter.body()["data"]] for waiter in waiters]
+    both = pages[1]  # in the order they became visible (same instant: any order)
+    assert sorted(both) == sorted(m["id"] for m in delayed)
+    assert pages == [both[:1], both, both[:1], both]
+    assert [w.elapsed for w in waiters] == [pytest.approx(2)] * len(waiters)
