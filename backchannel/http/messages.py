@@ -27,6 +27,7 @@ from backchannel.http import fields
 from backchannel.http.api import Api, Call, RawJSON, Result, dumps
 from backchannel.http.delivery import delay_us
 from backchannel.http.hypercorn_tuning import OnLeave
+from backchannel.http.page_cache import PageBodies
 from backchannel.http.request import Disconnected
 from backchannel.http.views import (
     HISTORY_CURSOR,
@@ -57,33 +58,6 @@ def _seq_cursor(raw: str | None, prefix: str) -> int | None:
     if raw and raw.startswith(prefix) and raw[1:].isdigit() and len(raw) < 20:
         return int(raw[1:])
     return None
-
-
-class PageBodies:
-    """Serialized ``data`` arrays of message pages, per channel state version.
-
-    When one post wakes thousands of waiters on the same cursor, the page is
-    serialized once and every waiter answers with the same bytes. Entries
-    die with the version they were built from (any change to the channel
-    bumps it), so a body is never stale.
-    """
-
-    def __init__(self, per_channel: int = 64) -> None:
-        self._per_channel = per_channel
-        self._entries: dict[str, tuple[int, dict[Any, bytes]]] = {}
-
-    def get(self, channel_id: str, version: int, key: Any) -> bytes | None:
-        entry = self._entries.get(channel_id)
-        if entry is None or entry[0] != version:
-            return None
-        return entry[1].get(key)
-
-    def put(self, channel_id: str, version: int, key: Any, body: bytes) -> None:
-        entry = self._entries.get(channel_id)
-        if entry is None or entry[0] != version:
-            entry = self._entries[channel_id] = (version, {})
-        if len(entry[1]) < self._per_channel:
-            entry[1][key] = body
 
 
 Park = Callable[[Callable[[float, OnLeave], Awaitable[bool]], float], Awaitable[bool]]
