@@ -139,14 +139,13 @@ class Hub:
         assert self._nursery is not None
         actor = ChannelActor(self, state)
         self.actors[state.config.id] = actor
+        index = self.message_index
+        index.update(dict.fromkeys(state.live, actor))  # in bulk: a restart indexes millions
         for message in state.live.values():
-            self.message_index[message.id] = actor
-            if message.lease_token is not None:
-                self.lease_index[message.lease_token] = message.id
-        for message_id in state.archived:
-            self.message_index[message_id] = actor
-        for message_id in state.delayed:  # not visible yet: claimable by id once it is
-            self.message_index[message_id] = actor
+            if message.claim is not None and message.claim.lease_token is not None:
+                self.lease_index[message.claim.lease_token] = message.id
+        index.update(dict.fromkeys(state.archived, actor))
+        index.update(dict.fromkeys(state.delayed, actor))  # claimable by id once visible
         await self._nursery.start(actor.run)
         return actor
 
