@@ -124,7 +124,8 @@ def test_a_claim_is_one_record_that_leases_and_acks_change() -> None:
     _apply(state, state.decide_ack(message, ("a1", "w"), T0 + 3))  # the holder's ack ends it
     assert message.claim is not None
     assert message.claimed_by_id == "a1"
-    assert (message.lease_token, message.lease_expires_at) == (None, None)
+    assert message.lease_token is None
+    assert message.lease_expires_at is None
     assert state.next_deadline() == message.expires_at  # no lease left to expire
 
 
