@@ -52,6 +52,7 @@ from backchannel.core.records import (
     Session,
     message_from_row,
     message_row,
+    messages_from_rows,
 )
 from backchannel.core.world import World
 
@@ -255,7 +256,7 @@ def _load_channel(part: dict[str, Any]) -> ChannelState:
     order = state._order
     strings: dict[str, str] = {}  # one copy of each key id and actor name, not one per row
     for chunk in part["live"]:
-        order += [message_from_row(row, strings) for row in _unpack(chunk)]
+        order += messages_from_rows(_unpack(chunk), strings)
     state.live = {message.id: message for message in order}
     for chunk in part["history"]:
         for archived_at, reason, row in _unpack(chunk):
