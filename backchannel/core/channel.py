@@ -568,18 +568,16 @@ class ChannelState:
 
     def rebuild_indexes(self) -> None:
         """Recompute derived structures after records were loaded directly."""
-        unclaimed: list[Message] = []
-        leases: list[tuple[int, str, str]] = []
-        for m in self._order[self._head :]:
-            if m.removed:
-                continue
-            claim = m.claim
-            if claim is None:
-                unclaimed.append(m)
-            elif claim.lease_token is not None and claim.lease_expires_at is not None:
-                leases.append((claim.lease_expires_at, m.id, claim.lease_token))
+        present = [m for m in self._order[self._head :] if not m.removed]
+        self._unclaimed = [m for m in present if m.claim is None]
+        leases = [
+            (m.claim.lease_expires_at, m.id, m.claim.lease_token)
+            for m in present
+            if m.claim is not None
+            and m.claim.lease_token is not None
+            and m.claim.lease_expires_at is not None
+        ]
         heapq.heapify(leases)
-        self._unclaimed = unclaimed
         self._leases = leases
         self._due = [(m.visible_at or 0, m.created_at, m.id) for m in self.delayed.values()]
         heapq.heapify(self._due)

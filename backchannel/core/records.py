@@ -318,26 +318,29 @@ def message_from_row(
     )
 
 
-def messages_from_rows(rows: list[Any], strings: dict[str, str]) -> list[Message]:
-    """:func:`message_from_row` over many rows, with one Python call per plain row.
+def load_message_rows(
+    rows: list[Any], strings: dict[str, str], order: list[Message], live: dict[str, Message]
+) -> None:
+    """:func:`message_from_row` over many rows, appended to ``order`` and ``live``.
 
     A loader's hot loop (a restart reads millions of rows): rows holding
     only the first ten fields (nothing claimed, acked, delayed or
-    mentioned) skip the general path.
+    mentioned) take one Python call each.
     """
-    out: list[Message] = []
-    append = out.append
+    append = order.append
     share = strings.setdefault
     for row in rows:
         if len(row) != 10:
-            append(message_from_row(row, strings))
+            message = message_from_row(row, strings)
+            append(message)
+            live[message.id] = message
             continue
         id_, seq, content, metadata, created_at, expires_at, key_id, actor_id, name, label = row
         if actor_id is not None:
             actor_id = share(actor_id, actor_id)
             name = share(name, name)
         append(
-            Message(
+            message := Message(
                 id_,
                 seq,
                 content,
@@ -350,7 +353,7 @@ def messages_from_rows(rows: list[Any], strings: dict[str, str]) -> list[Message
                 label,
             )
         )
-    return out
+        live[id_] = message
 
 
 @dataclass(slots=True)

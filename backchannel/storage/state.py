@@ -50,9 +50,9 @@ from backchannel.core.records import (
     Member,
     SecurityEvent,
     Session,
+    load_message_rows,
     message_from_row,
     message_row,
-    messages_from_rows,
 )
 from backchannel.core.world import World
 
@@ -256,8 +256,7 @@ def _load_channel(part: dict[str, Any]) -> ChannelState:
     order = state._order
     strings: dict[str, str] = {}  # one copy of each key id and actor name, not one per row
     for chunk in part["live"]:
-        order += messages_from_rows(_unpack(chunk), strings)
-    state.live = {message.id: message for message in order}
+        load_message_rows(_unpack(chunk), strings, order, state.live)
     for chunk in part["history"]:
         for archived_at, reason, row in _unpack(chunk):
             message = message_from_row(row, strings)
