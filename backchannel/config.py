@@ -72,8 +72,12 @@ class Settings:
     longpoll_max_wait_seconds: float = 30.0
     longpoll_max_waiters: int = 10_000  # parked long-polls and open streams together
     stream_buffer_events: int = 256  # frames a stream may fall behind before it is ended
+    stream_keepalive_seconds: float = 15.0  # quiet before a stream sends a comment line
+    stream_max_per_key: int = 1_000  # open streams one key may hold (429 past it)
     # runtime
     inbox_size: int = 1_024
+    # an idle channel's actor task ends after this long (runtime.passivation); 0 = never
+    passive_after_seconds: float = 60.0
     idempotency_ttl_seconds: int = 86_400
     graceful_timeout_seconds: float = 5.0
     idle_timeout_seconds: float = 60.0
@@ -116,6 +120,8 @@ class Settings:
             "inbox_size",
             "longpoll_max_waiters",
             "stream_buffer_events",
+            "stream_keepalive_seconds",
+            "stream_max_per_key",
             "rate_limit_window",
             "key_mint_window",
             "lease_min_seconds",
@@ -134,7 +140,12 @@ class Settings:
                 "lease_min_seconds",
                 "lease_max_seconds",
             )
-        for name in ("longpoll_max_wait_seconds", "rate_limit", "key_mint_limit"):
+        for name in (
+            "longpoll_max_wait_seconds",
+            "rate_limit",
+            "key_mint_limit",
+            "passive_after_seconds",
+        ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative", name)
         self.webhook_retry_schedule  # noqa: B018  (validates)

@@ -33,9 +33,12 @@ It fails (exit status 1) when:
   or claimed by a second worker while another's lease was still live (by
   the client's clock, with a 250 ms margin).
 
-Idempotency entries are never purged (README, "Known limits"), so the one
-post in 20 that carries a key leaves a small, permanent entry: a slow,
-bounded-by-traffic growth the RSS tolerance absorbs in a 30-minute run.
+The one post in 20 that carries a key leaves an idempotency entry (about
+1 KiB) for its 24 h replay window (README, "Known limits"): a slow growth
+bounded by a day of traffic, which the RSS tolerance absorbs. The samples
+also carry the server's count of Python memory blocks (``py_blocks``) and
+of idempotency entries, reported but not judged, so a rise in RSS can be
+told apart: objects we keep, or the allocator's fragmentation.
 """
 
 from __future__ import annotations
@@ -328,6 +331,8 @@ def sample(soak: Soak, started: float) -> dict[str, Any]:
         "tasks": vitals.get("tasks", -1),
         "parked_waiters": vitals.get("parked_waiters", -1),
         "journal_bytes": journal,
+        "py_blocks": vitals.get("py_blocks", -1),
+        "idempotency_entries": vitals.get("idempotency_entries", -1),
     }
 
 

@@ -156,6 +156,8 @@ def values(settings: Settings, base_url: str, minting_open: bool) -> dict[str, s
         "lease_default": str(settings.lease_default_seconds),
         "longpoll": longpoll,
         "longpoll_max_wait": _number(settings.longpoll_max_wait_seconds),
+        "stream_keepalive": _number(settings.stream_keepalive_seconds),
+        "stream_max_per_key": str(settings.stream_max_per_key),
         "idempotency_hours": _number(settings.idempotency_ttl_seconds / 3600),
         "ttl_hours": _number(settings.default_ttl_seconds / 3600),
         "retention_days": str(settings.default_retention_days),

@@ -38,11 +38,11 @@ class Capture:
         self.config_values["aliases"] = list(config.aliases)
         self.config_values["related_channels"] = list(config.related_channels)
         self.members: list[Member] = list(config.members.values())
-        self.recent_posts = list(state._recent_posts)
+        self.recent_posts = list(state._recent_posts or ())
         self.messages: list[Message] = state._order[state._head :]
         self.history: list[Archived] = list(state.history)
         self.saved: dict[str, tuple[Any, ...]] = {}
-        self.ledger: list[Any] = state.ledger.rows()  # small: copied whole
+        self.ledger: list[Any] = state.ledger_view.rows()  # small: copied whole
         self.delayed = [message_row(m) for m in state.delayed.values()]  # few: copied
 
     def rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:

@@ -78,10 +78,36 @@ from backchannel.core.timefmt import US_PER_SECOND
 
 WRITE_WINDOW_US = 60 * US_PER_SECOND
 DAY_US = 86_400 * US_PER_SECOND
+_NO_LEDGER = Ledger()  # read through ChannelState.ledger_view only: never changed
 
 
 class ChannelState:
-    """All of one channel, changed only by :meth:`apply`."""
+    """All of one channel, changed only by :meth:`apply`.
+
+    Slots and lazily made ledger and write window: an idle channel is this
+    object, its config and a few empty containers (runtime.passivation).
+    """
+
+    __slots__ = (
+        "_capture",
+        "_due",
+        "_head",
+        "_holes",
+        "_leases",
+        "_ledger",
+        "_oldest_archived_at",
+        "_order",
+        "_recent_posts",
+        "_unclaimed",
+        "applied_seq",
+        "archived",
+        "config",
+        "delayed",
+        "history",
+        "last_seq",
+        "live",
+        "version",
+    )
 
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
@@ -94,16 +120,29 @@ class ChannelState:
         self.archived: dict[str, Archived] = {}
         self._oldest_archived_at: int | None = None
         self._leases: list[tuple[int, str, str]] = []  # heap of (expires, message id, token)
-        self._recent_posts: deque[int] = deque()
+        self._recent_posts: deque[int] | None = None  # post times, kept only with a write cap
         self._unclaimed: list[Message] = []  # live and unheld, in seq order (work queue)
         self.applied_seq = 0  # global journal seq of the last applied event
         self._capture: Capture | None = None
         self.version = 0  # bumped by every apply: caches of derived views key on it
-        self.ledger = Ledger()  # invitations, access requests, event log (core.membership)
+        self._ledger: Ledger | None = None  # made on first change (ledger)
         self.delayed: dict[str, Message] = {}  # posted, not visible yet (seq 0)
         self._due: list[tuple[int, int, str]] = []  # heap of (visible_at, created_at, id)
 
     # -- reading ------------------------------------------------------------
+
+    @property
+    def ledger(self) -> Ledger:
+        """Invitations, access requests and event log (core.membership), made on
+        first use: most channels never have one, and an idle channel stays small."""
+        if self._ledger is None:
+            self._ledger = Ledger()
+        return self._ledger
+
+    @property
+    def ledger_view(self) -> Ledger:
+        """The ledger for reading only: a shared empty one while there is none."""
+        return self._ledger if self._ledger is not None else _NO_LEDGER
 
     def iter_live(self, after_seq: int = 0) -> Iterator[Message]:
         """Live messages with ``seq > after_seq``, oldest first."""
@@ -476,6 +515,8 @@ class ChannelState:
         )
         if self.config.max_writes_per_minute is not None:
             recent = self._recent_posts
+            if recent is None:
+                recent = self._recent_posts = deque()
             recent.append(event.created_at)
             cutoff = event.created_at - WRITE_WINDOW_US
             while recent and recent[0] <= cutoff:
@@ -631,7 +672,7 @@ class ChannelState:
     def _writes_since(self, since: int) -> int:
         """Posts after ``since`` (reads only: deciding never changes state)."""
         recent = self._recent_posts
-        return len(recent) - bisect_right(recent, since)
+        return len(recent) - bisect_right(recent, since) if recent is not None else 0
 
 
 def _clear_claim(message: Message) -> None:

@@ -84,6 +84,10 @@ def actor_not_found(identifier: str) -> ApiError:
     return ApiError(404, "actor_not_found", f"Unknown actor '{identifier}'")
 
 
+def inactive_key() -> ApiError:
+    return ApiError(401, "unauthorized", "Inactive API key")
+
+
 def access_denied() -> ApiError:
     return ApiError(403, "channel_access_denied", "You are not a member of this channel")
 

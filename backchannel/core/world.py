@@ -126,7 +126,7 @@ class World:
         if record is None or not secrets.compare_digest(record.key_hash, hash_key(raw)):
             raise ApiError(401, "unauthorized", "Invalid API key")
         if not record.active:
-            raise ApiError(401, "unauthorized", "Inactive API key")
+            raise errors.inactive_key()
         return record
 
     def decide_revoke(self, key: KeyRecord, now: int) -> KeyRevoked:
@@ -440,7 +440,7 @@ class World:
                 self.channel_aliases[event.alias] = config.id
             case InvitationCreated():
                 self.invitations[event.invitation_id] = config.id
-        dropped = channel.ledger.dropped
+        dropped = channel.ledger_view.dropped
         if dropped:
             for invitation_id in dropped:
                 self.invitations.pop(invitation_id, None)
@@ -464,7 +464,7 @@ class World:
         for alias in config.aliases:
             if self.channel_aliases.get(alias) == channel_id:
                 del self.channel_aliases[alias]
-        for invitation_id in channel.ledger.invitations:
+        for invitation_id in channel.ledger_view.invitations:
             self.invitations.pop(invitation_id, None)
 
     def _add_actor(self, actor: Actor) -> None:

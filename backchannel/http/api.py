@@ -93,13 +93,20 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 
 class _Endpoint:
-    __slots__ = ("auth", "fn", "mutating", "scope", "template")
+    __slots__ = ("auth", "fn", "mutating", "scope", "template", "throttled")
 
     def __init__(
-        self, fn: Route, auth: bool, mutating: bool, template: str, scope: str | None = None
+        self,
+        fn: Route,
+        auth: bool,
+        mutating: bool,
+        template: str,
+        scope: str | None = None,
+        throttled: bool = True,
     ) -> None:
         self.fn = fn
         self.auth = auth
+        self.throttled = throttled
         self.mutating = mutating
         self.template = template  # the metrics' ``path`` label, e.g. /v1/channels/{identifier}
         self.scope = scope
@@ -283,6 +290,7 @@ class Api:
         auth: bool = True,
         mutating: bool = False,
         scope: str | None = None,
+        throttled: bool = True,
     ) -> Callable[[Route], Route]:
         """Register ``fn(call, **path) -> (status, payload[, headers])``.
 
@@ -292,11 +300,14 @@ class Api:
             scope: the scope a scoped key must hold (contract §3.10), checked
                 after the limiter and before any idempotent replay, so a
                 replay never bypasses it.
+            throttled: False for a route the per-key limiter does not count
+                (a stream: long-lived, bounded by its own cap instead).
         """
 
         def register(fn: Route) -> Route:
             template = pattern.replace("<", "{").replace(">", "}")
-            self.router.add(method, pattern, _Endpoint(fn, auth, mutating, template, scope))
+            endpoint = _Endpoint(fn, auth, mutating, template, scope, throttled)
+            self.router.add(method, pattern, endpoint)
             return fn
 
         return register
@@ -461,11 +472,13 @@ class Api:
     async def _run(self, endpoint: _Endpoint, path: dict[str, str], call: Call) -> Reply:
         key: KeyRecord | None = None
         remaining = b"0"
-        if endpoint.auth:
+        if endpoint.auth and not endpoint.throttled:
+            key = self.authenticate(call.request.text_header(b"x-api-key"))
+        elif endpoint.auth:
             key, left = self.admit(call.request.text_header(b"x-api-key"))
             remaining = b"%d" % left
-            if endpoint.scope is not None:
-                require_scope(key, endpoint.scope)
+        if key is not None and endpoint.scope is not None:
+            require_scope(key, endpoint.scope)
         call.key = key
         idem = call.request.text_header(b"idempotency-key") if endpoint.mutating else None
         if idem is None or key is None:

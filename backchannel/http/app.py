@@ -23,6 +23,7 @@ from backchannel.http import (
     admin,
     channel_admin,
     channels,
+    console,
     delivery,
     invitations,
     keys,
@@ -104,6 +105,7 @@ def create_app(hub: Hub) -> QuartTrio:
         return _response(api, Reply(200, document, []), None)
 
     pages.register(app, api)
+    console.register(app, api)
 
     @app.route("/", methods=["OPTIONS"], defaults={"anything": ""})
     @app.route("/<path:anything>", methods=["OPTIONS"])
@@ -132,4 +134,4 @@ def create_app(hub: Hub) -> QuartTrio:
     return app
 
 
-_QUART_PATHS = pages.PATHS | {"/openapi.json", "/.well-known/openapi.json"}
+_QUART_PATHS = pages.PATHS | console.PATHS | {"/openapi.json", "/.well-known/openapi.json"}

@@ -13,8 +13,6 @@ from typing import Any
 from backchannel.config import Settings
 from backchannel.core.errors import ApiError
 from backchannel.core.membership import require_owner
-from backchannel.core.records import BROADCAST, CLAIMABLE, OPEN, RESTRICTED
-from backchannel.core.schema import schema_problems
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, Result
 from backchannel.http.delivery import dead_letter_changes
@@ -37,7 +35,6 @@ PATCHABLE = (
     "max_deliveries",
     "dead_letter_channel",
 )
-_LIMIT_RULE = "must be null or an integer between 1 and 1000000"
 
 
 def unknown_fields(body: dict[str, Any]) -> None:
@@ -64,55 +61,24 @@ def patch_changes(
     if "name" in body:
         changes["name"] = fields.channel_name(body, settings.max_name_chars)
     if "mode" in body:
-        if body["mode"] not in (BROADCAST, CLAIMABLE):
-            raise ApiError(422, "invalid_mode", "'mode' must be 'broadcast' or 'claimable'")
-        changes["mode"] = body["mode"]
+        changes["mode"] = fields.channel_mode(body["mode"])
     if "access" in body:
-        if body["access"] not in (OPEN, RESTRICTED):
-            raise ApiError(422, "invalid_access", "'access' must be 'open' or 'restricted'")
-        changes["access"] = body["access"]
+        changes["access"] = fields.channel_access(body["access"])
     if "discoverable" in body:
-        if not isinstance(body["discoverable"], bool):
-            raise ApiError(422, "invalid_discoverable", "'discoverable' must be true or false")
-        changes["discoverable"] = body["discoverable"]
+        changes["discoverable"] = fields.flag(body["discoverable"], "discoverable")
     if "description" in body:
         text = fields.optional_string(body, "description", max_chars=settings.max_text_chars)
         changes["description"] = text or ""
     if "metadata_schema" in body:
-        schema = fields.optional_object(
-            body, "metadata_schema", max_bytes=settings.max_metadata_bytes
-        )
-        problems = schema_problems(schema)
-        if problems:
-            raise ApiError(
-                422, "invalid_object", "'metadata_schema' is unusable: " + "; ".join(problems)
-            )
-        changes["metadata_schema"] = schema
+        changes["metadata_schema"] = fields.metadata_schema(body, settings.max_metadata_bytes)
     if "pinned_message" in body:
         changes["pinned_message"] = fields.optional_string(
             body, "pinned_message", max_chars=settings.max_text_chars
         )
     related = fields.string_list(body, "related_channels", "invalid_related_channels")
-    if "retention_days" in body:
-        changes["retention_days"] = fields.bounded_int(
-            body["retention_days"],
-            1,
-            365,
-            "invalid_retention_days",
-            "'retention_days' must be an integer between 1 and 365",
-        )
-    for name, code in (
-        ("max_messages", "invalid_max_messages"),
-        ("max_writes_per_minute", "invalid_max_writes_per_minute"),
-    ):
-        if name in body:
-            changes[name] = fields.bounded_int(
-                body[name], 1, 1_000_000, code, f"'{name}' {_LIMIT_RULE}", nullable=True
-            )
+    changes.update(fields.channel_limits(body))
     if "paused" in body:
-        if not isinstance(body["paused"], bool):
-            raise ApiError(422, "invalid_paused", "'paused' must be true or false")
-        changes["paused"] = body["paused"]
+        changes["paused"] = fields.flag(body["paused"], "paused")
     return changes, related
 
 

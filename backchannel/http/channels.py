@@ -5,16 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from backchannel.core import errors
-from backchannel.core.errors import ApiError
-from backchannel.core.records import BROADCAST, CLAIMABLE, OPEN, RESTRICTED
-from backchannel.core.schema import schema_problems
+from backchannel.core.records import OPEN
 from backchannel.core.timefmt import parse_ts
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, Result
 from backchannel.http.delivery import dead_letter_changes
 from backchannel.http.views import channel_view, discover_view
-
-_MAX_LIMIT = "must be null or an integer between 1 and 1000000"
 
 
 def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[str]]:
@@ -23,29 +19,16 @@ def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[
     name = fields.channel_name(body, settings.max_name_chars)
     if "mode" not in body:
         raise errors.missing_field("mode")
-    mode = body["mode"]
-    if mode not in (BROADCAST, CLAIMABLE):
-        raise ApiError(422, "invalid_mode", "'mode' must be 'broadcast' or 'claimable'")
-    access = body.get("access", OPEN)
-    if access not in (OPEN, RESTRICTED):
-        raise ApiError(422, "invalid_access", "'access' must be 'open' or 'restricted'")
+    mode = fields.channel_mode(body["mode"])
+    access = fields.channel_access(body.get("access", OPEN))
     spec = api.hub.channel_defaults(access)
     spec["name"] = name
     spec["mode"] = mode
-    discoverable = body.get("discoverable")
-    if discoverable is not None:
-        if not isinstance(discoverable, bool):
-            raise ApiError(422, "invalid_discoverable", "'discoverable' must be true or false")
-        spec["discoverable"] = discoverable
+    if body.get("discoverable") is not None:
+        spec["discoverable"] = fields.flag(body["discoverable"], "discoverable")
     description = fields.optional_string(body, "description", max_chars=settings.max_text_chars)
     spec["description"] = description or ""
-    schema = fields.optional_object(body, "metadata_schema", max_bytes=settings.max_metadata_bytes)
-    problems = schema_problems(schema)
-    if problems:
-        raise ApiError(
-            422, "invalid_object", "'metadata_schema' is unusable: " + "; ".join(problems)
-        )
-    spec["metadata_schema"] = schema
+    spec["metadata_schema"] = fields.metadata_schema(body, settings.max_metadata_bytes)
     spec["pinned_message"] = fields.optional_string(
         body, "pinned_message", max_chars=settings.max_text_chars
     )
@@ -62,27 +45,9 @@ def _channel_spec(body: dict[str, Any], api: Api) -> tuple[dict[str, Any], list[
             "invalid_ttl_seconds",
             "'ttl_seconds' must be an integer between 300 and 2592000",
         )
-    if "retention_days" in body:
-        spec["retention_days"] = fields.bounded_int(
-            body["retention_days"],
-            1,
-            365,
-            "invalid_retention_days",
-            "'retention_days' must be an integer between 1 and 365",
-        )
-    # Settable at creation only until channel PATCH lands (the other half of
-    # issue 9): the core reads config.max_* at every post, so a PATCH event
-    # that sets them needs no more. The write window only records posts while
-    # max_writes_per_minute is set, so a newly set limit starts with an empty
-    # window; a lowered max_messages trims on the next post.
-    for name_, code in (
-        ("max_messages", "invalid_max_messages"),
-        ("max_writes_per_minute", "invalid_max_writes_per_minute"),
-    ):
-        if name_ in body:
-            spec[name_] = fields.bounded_int(
-                body[name_], 1, 1_000_000, code, f"'{name_}' {_MAX_LIMIT}", nullable=True
-            )
+    # the core reads config.max_* at every post; the write window records posts
+    # only while max_writes_per_minute is set
+    spec.update(fields.channel_limits(body))
     return spec, related
 
 

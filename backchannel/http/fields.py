@@ -15,6 +15,8 @@ from typing import Any
 from backchannel.core import errors
 from backchannel.core.errors import ApiError
 from backchannel.core.outbox import literal_target_refused
+from backchannel.core.records import BROADCAST, CLAIMABLE, OPEN, RESTRICTED
+from backchannel.core.schema import schema_problems
 
 _ABSENT = object()
 
@@ -166,6 +168,61 @@ def bounded_int(
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ApiError(422, code, message)
     return value
+
+
+_LIMIT_RULE = "must be null or an integer between 1 and 1000000"
+
+
+def channel_mode(value: Any) -> str:
+    if value not in (BROADCAST, CLAIMABLE):
+        raise ApiError(422, "invalid_mode", "'mode' must be 'broadcast' or 'claimable'")
+    return str(value)
+
+
+def channel_access(value: Any) -> str:
+    if value not in (OPEN, RESTRICTED):
+        raise ApiError(422, "invalid_access", "'access' must be 'open' or 'restricted'")
+    return str(value)
+
+
+def flag(value: Any, name: str) -> bool:
+    """A boolean field; 422 ``invalid_<name>`` otherwise."""
+    if not isinstance(value, bool):
+        raise ApiError(422, f"invalid_{name}", f"'{name}' must be true or false")
+    return value
+
+
+def metadata_schema(body: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """A channel's ``metadata_schema`` (absent or null: ``{}``), checked usable."""
+    schema = optional_object(body, "metadata_schema", max_bytes=max_bytes)
+    problems = schema_problems(schema)
+    if problems:
+        raise ApiError(
+            422, "invalid_object", "'metadata_schema' is unusable: " + "; ".join(problems)
+        )
+    return schema
+
+
+def channel_limits(body: dict[str, Any]) -> dict[str, Any]:
+    """The retention and size limits present in ``body``, validated (creation and PATCH)."""
+    found: dict[str, Any] = {}
+    if "retention_days" in body:
+        found["retention_days"] = bounded_int(
+            body["retention_days"],
+            1,
+            365,
+            "invalid_retention_days",
+            "'retention_days' must be an integer between 1 and 365",
+        )
+    for name, code in (
+        ("max_messages", "invalid_max_messages"),
+        ("max_writes_per_minute", "invalid_max_writes_per_minute"),
+    ):
+        if name in body:
+            found[name] = bounded_int(
+                body[name], 1, 1_000_000, code, f"'{name}' {_LIMIT_RULE}", nullable=True
+            )
+    return found
 
 
 def content(body: dict[str, Any], max_bytes: int) -> str:

@@ -15,6 +15,7 @@ in ``finally``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -106,12 +107,12 @@ async def read_or_wait(
     ``park(actor.park, deadline)`` is :meth:`Request.park`, which watches the
     client while the task is parked. Returns ``(page, state version, after)``,
     where ``after`` is the seq cursor the page was read from. With ``key``,
-    a reader woken after losing access (removed, channel deleted) is refused
-    before it reads again.
+    a reader woken after losing access (removed, channel deleted, key
+    revoked) is refused before it reads again.
 
     Raises:
         Disconnected: the client went away while parked.
-        ApiError: 403/404 for a ``key`` that lost access while parked.
+        ApiError: 401/403/404 for a ``key`` revoked or that lost access while parked.
     """
     while True:
         if at is not None:  # "created after at": messages posted while waiting count too
@@ -129,7 +130,8 @@ async def read_or_wait(
         hub.parked += 1
         actor.waiters += 1
         try:
-            if not await park(actor.park, deadline):
+            fn = actor.park if key is None else partial(actor.park, key_id=key.key_id)
+            if not await park(fn, deadline):
                 raise Disconnected
             if key is not None:
                 actor.admit(key)  # removed or deleted while parked: answer that

@@ -54,6 +54,8 @@ def register(api: Api) -> None:
             "channels": len(hub.world.channels),
             "live_messages": sum(len(c.live) for c in hub.world.channels.values()),
             "parked_waiters": hub.parked,
+            "active_channels": len(hub.passivation.running),
+            "passive_channels": len(hub.actors) - len(hub.passivation.running),
         }
 
     @api.route("GET", "/status.html", auth=False)

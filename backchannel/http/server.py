@@ -146,7 +146,7 @@ async def _serve(
         async def shutdown_trigger() -> None:
             await stop.wait()
             hub.closing = True
-            for actor in hub.actors.values():
+            for actor in list(hub.passivation.running):  # passive ones have no waiter
                 actor.wake_all()
             await trio.sleep(0.05)  # let woken waiters write their answers
 

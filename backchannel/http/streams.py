@@ -4,8 +4,9 @@ A reader first gets the messages after ``since`` (or after the
 ``Last-Event-ID`` header, which wins), then every new one live, as
 ``id: s<seq>`` / ``event: message`` / ``data: <Message JSON>``; changes of
 a message come as events without an id (``claimed``, ``released``,
-``acked``, ``expired``, ``retracted``). A comment line every
-``KEEPALIVE_SECONDS`` keeps proxies from closing an idle stream.
+``acked``, ``expired``, ``retracted``). A comment line (``: keepalive``) after
+``stream_keepalive_seconds`` of quiet (15 by default) keeps proxies from
+closing an idle stream.
 
 Guarantees:
     - No loss, no repeat: the stream subscribes to its actor and reads the
@@ -16,15 +17,22 @@ Guarantees:
       (after what was buffered) and the stream ends; nobody else waits for it.
     - A key that loses access (removed, channel deleted or made restricted)
       gets ``event: closed`` with ``reason: access`` at once and nothing more;
-      at shutdown every stream ends with ``reason: shutdown``.
+      a revoked key's streams end the same way with ``reason: revoked``; at
+      shutdown every stream ends with ``reason: shutdown``.
     - Open streams count against ``longpoll_max_waiters``: past the cap a new
       stream is refused with 503 ``unavailable``. ``max_seconds`` bounds a
       stream's life (it then ends with ``reason: max_seconds``).
+    - Opening a stream is not counted by the per-key rate limiter (a stream
+      is one long request, not a rate); instead one key holds at most
+      ``stream_max_per_key`` open streams (429 ``rate_limit_exceeded`` past it).
+      Both caps are checked when a stream is asked for and counted once it
+      starts sending, so a burst can pass a cap by the streams still starting.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import trio
 
@@ -41,7 +49,6 @@ from backchannel.http.views import MESSAGE_CURSOR, message_view
 from backchannel.runtime.actor import ChannelActor
 from backchannel.runtime.streams import GONE, OVERFLOW, Subscriber, frame, message_frame
 
-KEEPALIVE_SECONDS = 15.0
 BACKLOG_PAGE = 1_000  # messages read per synchronous step of the backlog
 SEND_BATCH = 64  # frames joined into one body chunk
 
@@ -71,17 +78,37 @@ def _backlog(actor: ChannelActor, after: int) -> tuple[list[Message], int]:
 class Reader:
     """One open stream: its subscription, backlog and send loop."""
 
-    def __init__(self, api: Api, actor: ChannelActor, key: KeyRecord, after: int) -> None:
+    def __init__(
+        self, api: Api, actor: ChannelActor, key: KeyRecord, after: int, per_key: Counter[str]
+    ) -> None:
         self.api = api
         self.actor = actor
         self.key = key
         self.after = after
+        self.per_key = per_key  # open streams per key id, shared by every reader
 
     async def run(self, send: SendChunk, request: Request, deadline: float) -> None:
-        hub, actor = self.api.hub, self.actor
-        subscriber = Subscriber(self.key.key_id, self.after, self.api.settings.stream_buffer_events)
+        """Send the stream until it ends; every count taken here is given back,
+        whichever way it ends (access lost at connect included)."""
+        hub, actor, key_id = self.api.hub, self.actor, self.key.key_id
+        subscriber = Subscriber(key_id, self.after, self.api.settings.stream_buffer_events)
         hub.parked += 1
         actor.waiters += 1
+        self.per_key[key_id] += 1
+        try:
+            await self._serve(send, subscriber, request, deadline)
+        finally:
+            actor.unsubscribe(subscriber)
+            hub.parked -= 1
+            actor.waiters -= 1
+            self.per_key[key_id] -= 1
+            if not self.per_key[key_id]:
+                del self.per_key[key_id]
+
+    async def _serve(
+        self, send: SendChunk, subscriber: Subscriber, request: Request, deadline: float
+    ) -> None:
+        actor = self.actor
         try:
             actor.admit(self.key)  # may have lost access since the route checked
             actor.subscribe(subscriber)
@@ -107,14 +134,12 @@ class Reader:
         finally:
             if hook is not None:
                 hook(None)
-            actor.unsubscribe(subscriber)
-            hub.parked -= 1
-            actor.waiters -= 1
 
     async def _pump(
         self, send: SendChunk, subscriber: Subscriber, backlog: list[Message], deadline: float
     ) -> None:
         channel_id, render, clock = self.actor.channel_id, message_view, self.api.hub.clock
+        keepalive = self.api.settings.stream_keepalive_seconds
         await send(b": stream open\nretry: 1000\n\n")  # the start goes out now
         for start in range(0, len(backlog), SEND_BATCH):
             now = clock.now()
@@ -122,7 +147,7 @@ class Reader:
             await send(b"".join(message_frame(m, channel_id, now, render) for m in batch))
         with trio.move_on_at(deadline):
             while True:
-                with trio.move_on_after(KEEPALIVE_SECONDS) as idle:
+                with trio.move_on_after(keepalive) as idle:
                     try:
                         data = [await subscriber.receive.receive()]
                     except trio.EndOfChannel:
@@ -144,8 +169,9 @@ class Reader:
 def register(api: Api) -> None:
     hub = api.hub
     settings = api.settings
+    per_key: Counter[str] = Counter()
 
-    @api.route("GET", "/v1/channels/<identifier>/stream", scope="messages:read")
+    @api.route("GET", "/v1/channels/<identifier>/stream", scope="messages:read", throttled=False)
     async def stream(call: Call, identifier: str) -> Result:
         actor = hub.channel_actor(identifier, call.auth)
         actor.admit(call.auth)
@@ -156,6 +182,14 @@ def register(api: Api) -> None:
             deadline = trio.current_time() + fields.query_wait(raw_max, math.inf, 86_400)
         if hub.closing or hub.parked >= settings.longpoll_max_waiters:
             raise ApiError(503, "unavailable", "Too many open waiters; retry shortly")
-        reader = Reader(api, actor, call.auth, after)
+        if per_key[call.auth.key_id] >= settings.stream_max_per_key:
+            raise ApiError(
+                429,
+                "rate_limit_exceeded",
+                f"This key already holds {settings.stream_max_per_key} open streams; "
+                "close one first",
+                retry_after=1,
+            )
+        reader = Reader(api, actor, call.auth, after, per_key)
         request = call.request
         return 200, Stream(lambda send: reader.run(send, request, deadline))

@@ -7,8 +7,12 @@ between the check and the change, so they are atomic under trio's
 cooperative scheduling; the caller then waits for durability like any
 channel command.
 
-It also keeps two indexes the routes need: message id → owning actor and
-lease token → message id. Actors maintain them as they apply events.
+It also keeps two indexes the routes need: message id → owning channel id
+and lease token → message id. Actors maintain them as they apply events.
+
+Every channel has an actor handle in :attr:`Hub.actors`; only busy ones
+have a task. An idle channel is *passive* (runtime.passivation): its state
+stays in memory and the first command, park or stream brings its task back.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from backchannel.runtime.actor import ChannelActor
 from backchannel.runtime.clock import WallClock
 from backchannel.runtime.durable import settle
 from backchannel.runtime.journal import Journal, JournalFailed
+from backchannel.runtime.passivation import Passivation
 
 if TYPE_CHECKING:
     from backchannel.runtime.metrics import Metrics
@@ -68,6 +73,8 @@ class HubStatistics:
     parked_waiters: int
     indexed_messages: int
     open_leases: int
+    active_actors: int = 0  # channels whose actor has a task now
+    passive_channels: int = 0  # channels kept without a task (runtime.passivation)
 
 
 class Hub:
@@ -80,14 +87,16 @@ class Hub:
         self.world = world
         self.journal = journal
         self.clock = clock
-        self.actors: dict[str, ChannelActor] = {}
-        self.message_index: dict[str, ChannelActor] = {}
+        self.actors: dict[str, ChannelActor] = {}  # every channel, running or passive
+        self.message_index: dict[str, str] = {}  # message id -> channel id
+        self.passivation = Passivation()
         self.lease_index: dict[str, str] = {}
         self.parked = 0
         self.closing = False
         self._nursery: trio.Nursery | None = None
         self._background = trio.CancelScope()
         self._purging = trio.CancelScope()
+        self._timers = trio.CancelScope()
         self._stopping = trio.Event()
         # the sender's notify(event, seq), set when the sender starts
         self.on_webhook: Callable[[WebhookQueued, int], None] | None = None
@@ -104,11 +113,12 @@ class Hub:
     # -- lifetime -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start an actor per channel, then serve until cancelled or :meth:`close`."""
+        """Add a (passive) actor per channel, then serve until cancelled or :meth:`close`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for state in list(self.world.channels.values()):
-                await self._start_actor(state)
+                self._add_channel(state)
+            nursery.start_soon(self._run_timers)
             if self.settings.sandbox_enabled:
                 await self.ensure_sandbox()
                 if self.settings.sandbox_heartbeat_seconds > 0:
@@ -125,28 +135,41 @@ class Hub:
         self._nursery.start_soon(fn, *args)
 
     def close(self) -> None:
-        """Wake every waiter and let every actor finish its queued commands."""
+        """Wake every waiter and let every running actor finish its queued commands.
+
+        A passive channel has nothing to wake or drain, and is not brought back.
+        """
         self.closing = True
         self._stopping.set()
-        for actor in self.actors.values():
+        for actor in list(self.passivation.running):
             actor.wake_all()
             actor.release_claimers()
             actor.close()
         self._background.cancel()
         self._purging.cancel()
+        self._timers.cancel()
 
-    async def _start_actor(self, state: ChannelState) -> ChannelActor:
-        assert self._nursery is not None
+    async def _run_timers(self) -> None:
+        with self._timers:
+            await self.passivation.run()
+
+    def _add_channel(self, state: ChannelState) -> ChannelActor:
+        """Index a channel's messages and give it a passive actor, armed for its
+        next deadline (running at once when passivation is off)."""
+        channel_id = state.config.id
         actor = ChannelActor(self, state)
-        self.actors[state.config.id] = actor
+        self.actors[channel_id] = actor
         index = self.message_index
-        index.update(dict.fromkeys(state.live, actor))  # in bulk: a restart indexes millions
+        index.update(dict.fromkeys(state.live, channel_id))  # in bulk: a restart indexes millions
         for message in state.live.values():
             if message.claim is not None and message.claim.lease_token is not None:
                 self.lease_index[message.claim.lease_token] = message.id
-        index.update(dict.fromkeys(state.archived, actor))
-        index.update(dict.fromkeys(state.delayed, actor))  # claimable by id once visible
-        await self._nursery.start(actor.run)
+        index.update(dict.fromkeys(state.archived, channel_id))
+        index.update(dict.fromkeys(state.delayed, channel_id))  # claimable by id once visible
+        if self.settings.passive_after_seconds > 0:
+            self.passivation.arm(actor, self.clock.trio_time(state.next_deadline()))
+        else:
+            actor.activate()
         return actor
 
     # -- lookups --------------------------------------------------------------
@@ -156,14 +179,15 @@ class Hub:
         return self.actors[self.world.resolve_channel(identifier, key).config.id]
 
     def message_actor(self, message_id: str) -> ChannelActor:
-        actor = self.message_index.get(message_id)
+        actor = self.actors.get(self.message_index.get(message_id, ""))
         if actor is None:
             raise errors.message_not_found()
         return actor
 
     def lease_actor(self, token: str) -> tuple[ChannelActor, str]:
         message_id = self.lease_index.get(token)
-        actor = self.message_index.get(message_id) if message_id else None
+        channel_id = self.message_index.get(message_id) if message_id else None
+        actor = self.actors.get(channel_id) if channel_id else None
         if actor is None or message_id is None:
             raise ApiError(410, "lease_expired", "Lease not found or already expired")
         return actor, message_id
@@ -237,7 +261,11 @@ class Hub:
         return raw, self.world.keys[event.key_id]
 
     async def revoke_key(self, key: KeyRecord, remote_addr: str | None = None) -> None:
-        """Revoke ``key``, with its ``key.revoke`` security event."""
+        """Revoke ``key``, with its ``key.revoke`` security event.
+
+        In the step that applies it, the key's open streams end (``revoked``)
+        and its parked long-polls and claim-nexts wake to answer 401.
+        """
         now = self.clock.now()
         audit = self.world.audit.decide(
             "key.revoke",
@@ -247,7 +275,11 @@ class Hub:
             detail={"self_revoked": True},
             now=now,
         )
-        await self.commit(self.world.decide_revoke(key, now), audit)
+        seq = self.commit_global(self.world.decide_revoke(key, now))
+        seq = self.commit_global(audit)
+        for actor in self.actors.values():  # same step as the change: nothing more reaches it
+            actor.drop_key(key.key_id)
+        await settle(self.journal, seq)
 
     async def create_actor(
         self, key: KeyRecord, name: str, description: str, metadata: dict[str, Any]
@@ -263,7 +295,7 @@ class Hub:
         event = self.world.decide_create_channel(key, spec, related, self.clock.now())
         seq = self.commit_global(event)
         state = self.world.channels[event.channel_id]
-        await self._start_actor(state)
+        self._add_channel(state)
         await settle(self.journal, seq)
         return state
 
@@ -280,6 +312,7 @@ class Hub:
         actor = self.actors.pop(state.config.id, None)
         if actor is not None:
             actor.deleted = True
+            self.passivation.forget(actor)
             self.forget_messages(state.live.values())
             self.forget_messages(state.delayed.values())
             self.forget_messages(entry.message for entry in state.history)
@@ -333,7 +366,7 @@ class Hub:
             created = ChannelCreated(created.channel_id, created.config, [SANDBOX_ALIAS], now)
             self.commit_global(created)
             channel_id = created.channel_id
-            await self._start_actor(world.channels[channel_id])
+            self._add_channel(world.channels[channel_id])
         config = world.channels[channel_id].config
         config.ttl_seconds = settings.sandbox_ttl_seconds
         config.max_messages = settings.sandbox_max_messages
@@ -424,4 +457,6 @@ class Hub:
             self.parked,
             len(self.message_index),
             len(self.lease_index),
+            len(self.passivation.running),
+            len(self.actors) - len(self.passivation.running),
         )

@@ -107,9 +107,14 @@ class _RuntimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         hub = self.hub
-        actors = list(hub.actors.values())
+        actors = list(hub.passivation.running)  # a passive channel has no inbox, no waiter
         depths = [a.statistics().inbox_depth for a in actors]
         yield _gauge("backchannel_channel_actors", "Channel actor tasks.", len(actors))
+        yield _gauge(
+            "backchannel_passive_channels",
+            "Channels kept in memory without an actor task (idle).",
+            len(hub.actors) - len(actors),
+        )
         yield _gauge(
             "backchannel_actor_inbox_depth",
             "Commands queued in channel actors' inboxes, in all.",

@@ -41,6 +41,7 @@ Render = Callable[[Message, str, int], dict[str, Any]]
 # reasons a stream ends, other than its client leaving
 OVERFLOW = "overflow"  # the reader fell behind its buffer
 ACCESS = "access"  # the key lost access, or the channel was deleted
+REVOKED = "revoked"  # the key was revoked
 SHUTDOWN = "shutdown"  # the server is stopping
 GONE = "gone"  # the client went away
 

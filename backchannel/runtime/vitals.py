@@ -4,8 +4,14 @@
 log, at INFO on logger ``backchannel.vitals``, one line every that many
 seconds::
 
-    vitals {"tasks": 57, "parked_waiters": 3, "channels": 8, "live_messages": 120,
-            "open_leases": 4, "journal_queued": 0, "rss_kib": 61234, "open_fds": 31}
+    vitals {"tasks": 57, "parked_waiters": 3, "channels": 8, "passive_channels": 5,
+            "live_messages": 120, "open_leases": 4, "journal_queued": 0,
+            "rss_kib": 61234, "open_fds": 31, "py_blocks": 402113,
+            "idempotency_entries": 12}
+
+``py_blocks`` is the interpreter's count of allocated memory blocks
+(:func:`sys.getallocatedblocks`): when RSS rises while it stays flat, the
+growth is in the allocator (fragmentation), not in objects we keep.
 
 It goes to the operator's log only, never to an HTTP caller, so nothing
 internal is exposed to unauthenticated clients. ``tools/soak.py`` reads it.
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any
 
 import trio
@@ -61,11 +68,14 @@ def vitals(hub: Hub) -> dict[str, Any]:
         "tasks": count_tasks(),
         "parked_waiters": stats.parked_waiters,
         "channels": stats.channels,
+        "passive_channels": stats.passive_channels,
         "live_messages": stats.live_messages,
         "open_leases": stats.open_leases,
         "journal_queued": hub.journal.statistics().queued,
         "rss_kib": _rss_kib(),
         "open_fds": _open_fds(),
+        "py_blocks": sys.getallocatedblocks(),
+        "idempotency_entries": len(hub.world.idempotency),
     }
 
 

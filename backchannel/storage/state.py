@@ -240,7 +240,7 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
         world.channels_by_name.setdefault((config.owner_id, config.name), []).append(config.id)
         for alias in config.aliases:
             world.channel_aliases[alias] = config.id
-        for invitation_id in state.ledger.invitations:
+        for invitation_id in state.ledger_view.invitations:
             world.invitations[invitation_id] = config.id
     return world, int(outer["clock"])
 
@@ -268,9 +268,9 @@ def _load_channel(part: dict[str, Any]) -> ChannelState:
         message = message_from_row(row, strings)
         state.delayed[message.id] = message
     state.rebuild_indexes()
-    state._recent_posts = deque(part["recent_posts"])
+    state._recent_posts = deque(part["recent_posts"]) if part["recent_posts"] else None
     ledger = part.get("ledger")
-    if ledger is not None:
+    if ledger is not None and any(ledger):  # an empty ledger is made on first use
         state.ledger.load(ledger)
     return state
 

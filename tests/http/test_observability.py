@@ -53,7 +53,8 @@ async def test_metrics_count_requests_by_route_template(server: Server) -> None:
     assert sample(text, "backchannel_request_duration_seconds_bucket", le="+Inf", **hist) == 3
     assert "# TYPE backchannel_request_duration_seconds histogram" in text
     assert sample(text, "backchannel_key_mints_total") == 1
-    assert sample(text, "backchannel_channel_actors") >= 2  # ours and the sandbox
+    assert sample(text, "backchannel_channel_actors") == 1  # ours, just used
+    assert sample(text, "backchannel_passive_channels") == 1  # the idle sandbox
     assert sample(text, "backchannel_parked_waiters") == 0
     assert sample(text, "backchannel_actor_inbox_depth") == 0
     assert sample(text, "backchannel_journal_batch_records_count") >= 4
@@ -101,13 +102,17 @@ async def test_status_and_status_page(server: Server) -> None:
         "channels",
         "live_messages",
         "parked_waiters",
+        "active_channels",
+        "passive_channels",
     }
     assert (body["channels"], body["live_messages"], body["parked_waiters"]) == (1, 0, 0)
+    assert (body["active_channels"], body["passive_channels"]) == (0, 1)  # the idle sandbox
     agent = await server.agent()
     channel = await agent.channel("counted")
     await agent.send(channel["id"])
     counted = (await server.http.get("/status")).json()
     assert (counted["channels"], counted["live_messages"]) == (2, 1)
+    assert (counted["active_channels"], counted["passive_channels"]) == (1, 1)  # used: running
     page = await server.http.get("/status.html")
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "Operational" in page.text

@@ -69,6 +69,24 @@ class Events:
                     raise AssertionError(f"stream ended; left {self._body!r}")
                 await self._fill()
 
+    async def comment(self) -> str:
+        """The text of the next comment line, dropping whatever comes before it.
+
+        Unbounded: the caller bounds it (on a ``MockClock`` when it waits for
+        a keep-alive, which ``LIMIT`` of real-clock seconds would cut short).
+        """
+        while True:
+            block, sep, rest = self._body.partition(b"\n\n")
+            if sep:
+                self._body = rest
+                for line in block.decode().split("\n"):
+                    if line.startswith(": "):
+                        return line[2:]
+                continue
+            if self.ended:
+                raise AssertionError(f"stream ended; left {self._body!r}")
+            await self._fill()
+
     async def take(self, count: int) -> list[dict[str, Any]]:
         return [await self.next() for _ in range(count)]
 

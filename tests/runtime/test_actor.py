@@ -659,6 +659,8 @@ async def test_hub_statistics_once_every_task_has_ended(
                 parked_waiters=0,
                 indexed_messages=4,  # three live plus the retracted one (answers 404 later)
                 open_leases=1,
+                active_actors=2,  # both were used within the idle window
+                passive_channels=0,
             )
             assert jobs.statistics() == ActorStatistics(jobs.channel_id, 0, 3, 1, 1, 0)
             assert news.statistics() == ActorStatistics(news.channel_id, 0, 0, 0, 0, 0)

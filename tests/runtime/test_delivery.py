@@ -243,7 +243,7 @@ async def test_a_lapsed_lease_at_max_deliveries_moves_the_message_to_the_dead_le
                 "deliveries": 2,
                 "reason": "lease_expired",
             }
-            assert hub.message_index[copy.id] is dlq
+            assert hub.message_actor(copy.id) is dlq
             assert hub.lease_index == {}
             assert len(records(hub, "msg.dead_lettered")) == 1
             assert records(hub, "lease.expired") != []  # the first lapse only

@@ -309,7 +309,7 @@ class Run:
         assert set(hub.message_index) == known
         for message_id in known:
             channel = self.channel_ids[self.msgs[message_id].channel]
-            assert hub.message_index[message_id].channel_id == channel
+            assert hub.message_actor(message_id).channel_id == channel
         for index, channel_id in enumerate(self.channel_ids):
             state = hub.actors[channel_id].state
             assert list(state.live) == [i for i, m in live.items() if m.channel == index]

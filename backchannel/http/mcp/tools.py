@@ -199,6 +199,7 @@ async def await_result(c: Caller, a: dict[str, Any]) -> dict[str, Any]:
     deadline = trio.current_time() + timeout
     while True:
         try:
+            actor.admit(key)  # revoked, removed or deleted while parked
             message = actor.state.check_message(a["message_id"], key.key_id, "awaited", claim=False)
         except ApiError as exc:
             raise ToolError.of(exc) from None
@@ -215,7 +216,7 @@ async def await_result(c: Caller, a: dict[str, Any]) -> dict[str, Any]:
         hub.parked += 1
         actor.waiters += 1
         try:
-            await actor.park(deadline)
+            await actor.park(deadline, key_id=key.key_id)
         finally:
             hub.parked -= 1
             actor.waiters -= 1

@@ -200,7 +200,10 @@ def docs(settings: Settings) -> dict[tuple[str, str], Doc]:
             "streamMessages",
             "Server-sent events: the messages after `since` (or `Last-Event-ID`, which wins), "
             "then live; `event: message` with `id: <cursor>`, and `claimed`, `released`, "
-            "`acked`, `expired`, `retracted` for changes; `overflow` when the reader falls behind.",
+            "`acked`, `expired`, `retracted` for changes; `overflow` when the reader falls behind; "
+            "`closed` (access lost, key revoked, shutdown, `max_seconds`). A `: keepalive` "
+            "comment after 15 s of quiet (`STREAM_KEEPALIVE_SECONDS`). Not counted by the "
+            "per-key rate limit; a key holds at most `STREAM_MAX_PER_KEY` open streams (429).",
             "messages",
             answer=STRING,
             query=[
