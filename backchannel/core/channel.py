@@ -66,8 +66,10 @@ from backchannel.core.events import (
 from backchannel.core.membership import Ledger, apply_access
 from backchannel.core.records import (
     CLAIMABLE,
+    EMPTY_METADATA,
     Archived,
     ChannelConfig,
+    Claim,
     Message,
     message_row,
 )
@@ -190,7 +192,7 @@ class ChannelState:
                     break
             return out
         for message in self.iter_live(after_seq):
-            if status == "claimed" and message.claimed_by_id is None:
+            if status == "claimed" and message.claim is None:
                 continue
             if expiring_before is not None and message.expires_at >= expiring_before:
                 continue
@@ -435,22 +437,25 @@ class ChannelState:
                 self._apply_posted(event)
             case MessageClaimed():
                 message = self._touch(event.message_id)
-                if message.claimed_by_id is None:
+                if message.claim is None:
                     self._leave_pool(message)
                     message.deliveries += 1
-                message.claimed_by_id = event.actor_id
-                message.claimed_by_name = event.actor_name
-                message.claimed_by_key_id = event.key_id
-                message.claimed_at = event.at
-                message.lease_token = event.lease_token
-                message.lease_expires_at = event.lease_expires_at
+                message.claim = Claim(
+                    event.actor_id,
+                    event.actor_name,
+                    event.key_id,
+                    event.at,
+                    event.lease_token,
+                    event.lease_expires_at,
+                )
                 if event.lease_token is not None and event.lease_expires_at is not None:
                     heapq.heappush(
                         self._leases, (event.lease_expires_at, message.id, event.lease_token)
                     )
             case LeaseExtended():
                 message = self._touch(event.message_id)
-                message.lease_expires_at = event.lease_expires_at
+                if message.claim is not None:
+                    message.claim.lease_expires_at = event.lease_expires_at
                 heapq.heappush(
                     self._leases, (event.lease_expires_at, message.id, event.lease_token)
                 )
@@ -461,14 +466,11 @@ class ChannelState:
                     insort(self._unclaimed, message, key=_seq_of)
             case MessageAcked():
                 message = self._touch(event.message_id)
-                message.acks.append([event.actor_id, event.actor_name, event.at])
+                message.acks = (*message.acks, [event.actor_id, event.actor_name, event.at])
                 if event.ends_lease:
-                    message.lease_token = None
-                    message.lease_expires_at = None
+                    _end_lease(message)
             case LeaseEnded():
-                message = self._touch(event.message_id)
-                message.lease_token = None
-                message.lease_expires_at = None
+                _end_lease(self._touch(event.message_id))
             case MessageRetracted():
                 self._archive(self._touch(event.message_id), event.at, "retracted")
             case MessagesExpired():
@@ -501,14 +503,14 @@ class ChannelState:
             id=event.message_id,
             seq=0,
             content=event.content,
-            metadata=event.metadata,
+            metadata=event.metadata or EMPTY_METADATA,
             created_at=event.created_at,
             expires_at=event.expires_at,
             author_key_id=event.author_key_id,
             actor_id=event.actor_id,
             actor_name=event.actor_name,
             actor_label=event.actor_label,
-            mentions=event.mentions,
+            mentions=tuple(event.mentions) if event.mentions else (),
             visible_at=event.visible_at,
         )
         if self.config.max_writes_per_minute is not None:
@@ -572,7 +574,7 @@ class ChannelState:
 
     def _drop(self, message: Message) -> None:
         self._touch(message.id)
-        if message.claimed_by_id is None:
+        if message.claim is None:
             self._leave_pool(message)
         del self.live[message.id]
         message.removed = True
@@ -607,15 +609,17 @@ class ChannelState:
 
     def rebuild_indexes(self) -> None:
         """Recompute derived structures after records were loaded directly."""
-        self._unclaimed = [
-            m for m in self._order[self._head :] if not m.removed and m.claimed_by_id is None
+        present = [m for m in self._order[self._head :] if not m.removed]
+        self._unclaimed = [m for m in present if m.claim is None]
+        leases = [
+            (m.claim.lease_expires_at, m.id, m.claim.lease_token)
+            for m in present
+            if m.claim is not None
+            and m.claim.lease_token is not None
+            and m.claim.lease_expires_at is not None
         ]
-        self._leases = [
-            (m.lease_expires_at, m.id, m.lease_token)
-            for m in self.live.values()
-            if m.lease_token is not None and m.lease_expires_at is not None
-        ]
-        heapq.heapify(self._leases)
+        heapq.heapify(leases)
+        self._leases = leases
         self._due = [(m.visible_at or 0, m.created_at, m.id) for m in self.delayed.values()]
         heapq.heapify(self._due)
         self._oldest_archived_at = min((e.archived_at for e in self.history), default=None)
@@ -672,12 +676,15 @@ class ChannelState:
 
 
 def _clear_claim(message: Message) -> None:
-    message.claimed_by_id = None
-    message.claimed_by_name = None
-    message.claimed_by_key_id = None
-    message.claimed_at = None
-    message.lease_token = None
-    message.lease_expires_at = None
+    message.claim = None
+
+
+def _end_lease(message: Message) -> None:
+    """The holder keeps the message; its lease (if any) is over."""
+    claim = message.claim
+    if claim is not None:
+        claim.lease_token = None
+        claim.lease_expires_at = None
 
 
 def _seq_of(message: Message) -> int:

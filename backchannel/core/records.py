@@ -1,15 +1,24 @@
 """Plain records the state machines own: keys, actors, channels, messages.
 
 Records hold only msgpack-friendly values (str, int, bool, None, dict,
-list) so a snapshot can store them field by field. Times are integer
+list, tuple) so a snapshot can store them field by field. Times are integer
 microseconds since the epoch (see :mod:`backchannel.core.timefmt`).
+Messages, the one record that exists by the million, live in
+:mod:`backchannel.core.message` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from backchannel.core.message import EMPTY_METADATA as EMPTY_METADATA
+from backchannel.core.message import MESSAGE_FIELDS as MESSAGE_FIELDS
+from backchannel.core.message import Claim as Claim
+from backchannel.core.message import Message as Message
+from backchannel.core.message import load_message_rows as load_message_rows
+from backchannel.core.message import message_from_row as message_from_row
+from backchannel.core.message import message_row as message_row
 
 CLAIMABLE = "claimable"
 BROADCAST = "broadcast"
@@ -82,56 +91,6 @@ class ChannelConfig:
     def can_access(self, key_id: str) -> bool:
         """Open channels admit every key; restricted ones the owner and members."""
         return self.access == OPEN or key_id == self.owner_key_id or key_id in self.members
-
-
-@dataclass(slots=True)
-class Message:
-    """A live message. ``seq`` is its position in the channel, from 1.
-
-    A delayed message has ``seq`` 0 until it becomes visible at
-    ``visible_at``; it then takes the next position (core.channel rule 1).
-    ``deliveries`` counts the claims of it that began.
-    """
-
-    id: str
-    seq: int
-    content: str
-    metadata: dict[str, Any]
-    created_at: int
-    expires_at: int
-    author_key_id: str
-    actor_id: str | None = None
-    actor_name: str | None = None
-    actor_label: str | None = None
-    mentions: list[list[str]] = field(default_factory=list)
-    claimed_by_id: str | None = None
-    claimed_by_name: str | None = None
-    claimed_by_key_id: str | None = None
-    claimed_at: int | None = None
-    lease_token: str | None = None
-    lease_expires_at: int | None = None
-    acks: list[list[Any]] = field(default_factory=list)  # [actor_id, name, at]
-    deliveries: int = 0
-    visible_at: int | None = None  # None: visible since created_at
-    removed: bool = False
-
-    def acked_by(self, actor_id: str) -> bool:
-        return any(ack[0] == actor_id for ack in self.acks)
-
-
-MESSAGE_FIELDS = tuple(f.name for f in fields(Message) if f.name != "removed")
-_ACKS = MESSAGE_FIELDS.index("acks")
-_message_getter = operator.attrgetter(*MESSAGE_FIELDS)
-
-
-def message_row(message: Message) -> tuple[Any, ...]:
-    """The message's fields in ``MESSAGE_FIELDS`` order, detached from later changes.
-
-    Only ``acks`` is ever mutated in place after a post, so it alone is
-    copied (always: an empty list is appended to as well).
-    """
-    row: tuple[Any, ...] = _message_getter(message)
-    return (*row[:_ACKS], list(message.acks), *row[_ACKS + 1 :])
 
 
 @dataclass(slots=True)

@@ -160,14 +160,12 @@ class Hub:
         actor = ChannelActor(self, state)
         self.actors[channel_id] = actor
         index = self.message_index
+        index.update(dict.fromkeys(state.live, channel_id))  # in bulk: a restart indexes millions
         for message in state.live.values():
-            index[message.id] = channel_id
-            if message.lease_token is not None:
-                self.lease_index[message.lease_token] = message.id
-        for message_id in state.archived:
-            index[message_id] = channel_id
-        for message_id in state.delayed:  # not visible yet: claimable by id once it is
-            index[message_id] = channel_id
+            if message.claim is not None and message.claim.lease_token is not None:
+                self.lease_index[message.claim.lease_token] = message.id
+        index.update(dict.fromkeys(state.archived, channel_id))
+        index.update(dict.fromkeys(state.delayed, channel_id))  # claimable by id once visible
         if self.settings.passive_after_seconds > 0:
             self.passivation.arm(actor, self.clock.trio_time(state.next_deadline()))
         else:

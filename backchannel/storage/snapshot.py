@@ -149,18 +149,19 @@ def load_snapshot(path: Path) -> tuple[int, bytes]:
             that disagrees with the file name.
         OSError: if the file cannot be read.
     """
-    data = path.read_bytes()
-    if len(data) < SNAPSHOT_HEADER_SIZE:
-        raise CorruptSnapshot(path, f"file of {len(data)} bytes is shorter than the header")
-    magic, version, seq, length, crc = SNAPSHOT_HEADER.unpack_from(data, 0)
+    with path.open("rb") as file:  # header, then the payload: no copy of a big payload
+        header = file.read(SNAPSHOT_HEADER_SIZE)
+        payload = file.read()
+    if len(header) < SNAPSHOT_HEADER_SIZE:
+        raise CorruptSnapshot(path, f"file of {len(header)} bytes is shorter than the header")
+    magic, version, seq, length, crc = SNAPSHOT_HEADER.unpack_from(header, 0)
     if magic != SNAPSHOT_MAGIC:
         raise CorruptSnapshot(path, f"bad magic {magic!r}")
     if version != SNAPSHOT_VERSION:
         raise CorruptSnapshot(path, f"unsupported version {version}")
-    actual = len(data) - SNAPSHOT_HEADER_SIZE
+    actual = len(payload)
     if actual != length:
         raise CorruptSnapshot(path, f"header says {length} payload bytes, file has {actual}")
-    payload = data[SNAPSHOT_HEADER_SIZE:]
     if zlib.crc32(payload) != crc:
         raise CorruptSnapshot(path, "payload CRC mismatch")
     named = snapshot_seq(path)

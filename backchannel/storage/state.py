@@ -28,6 +28,7 @@ their SHA-256 hashes.
 
 from __future__ import annotations
 
+import io
 from collections import deque
 from dataclasses import fields
 from typing import Any
@@ -47,14 +48,16 @@ from backchannel.core.records import (
     IdempotencyEntry,
     KeyRecord,
     Member,
-    Message,
     SecurityEvent,
     Session,
+    load_message_rows,
+    message_from_row,
     message_row,
 )
 from backchannel.core.world import World
 
 FORMAT = 2
+READ_SIZE = 1 << 20  # bytes the loader's unpacker reads from the payload at a time
 
 
 def _names(cls: type[Any], *skip: str) -> tuple[str, ...]:
@@ -189,10 +192,14 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
     Returns the world and the clock reading stored at pack time.
     Raises ValueError on an unknown format.
     """
+    # read through a file object, not fed whole: feeding copies the payload
     stream = msgpack.Unpacker(
-        raw=False, strict_map_key=False, max_buffer_size=max(len(payload), 1024)
+        io.BytesIO(payload),
+        raw=False,
+        strict_map_key=False,
+        max_buffer_size=max(len(payload), READ_SIZE),
+        read_size=READ_SIZE,
     )
-    stream.feed(payload)
     outer = next(stream, None)
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
         found = outer.get("format") if isinstance(outer, dict) else outer
@@ -246,22 +253,19 @@ def _load_channel(part: dict[str, Any]) -> ChannelState:
     state = ChannelState(config)
     state.applied_seq = part["seq"]
     state.last_seq = part["last_seq"]
-    live = state.live
     order = state._order
+    strings: dict[str, str] = {}  # one copy of each key id and actor name, not one per row
     for chunk in part["live"]:
-        for row in _unpack(chunk):
-            message = Message(*row)
-            live[message.id] = message
-            order.append(message)
+        load_message_rows(_unpack(chunk), strings, order, state.live)
     for chunk in part["history"]:
         for archived_at, reason, row in _unpack(chunk):
-            message = Message(*row)
+            message = message_from_row(row, strings)
             message.removed = True
             entry = Archived(message, archived_at, reason)
             state.history.append(entry)
             state.archived[message.id] = entry
     for row in part.get("delayed", ()):
-        message = Message(*row)
+        message = message_from_row(row, strings)
         state.delayed[message.id] = message
     state.rebuild_indexes()
     state._recent_posts = deque(part["recent_posts"]) if part["recent_posts"] else None

@@ -514,7 +514,7 @@ def test_an_ack_works_on_unclaimed_and_broadcast_messages() -> None:
     m = post(s, s.owner, T0)
     assert ack(s, s.other, m, T0 + 1) is not None
     assert ack(s, s.third, m, T0 + 2) is not None
-    assert m.acks == [[*s.actor(s.other), T0 + 1], [*s.actor(s.third), T0 + 2]]
+    assert m.acks == ([*s.actor(s.other), T0 + 1], [*s.actor(s.third), T0 + 2])
     assert m.claimed_by_id is None
 
 
