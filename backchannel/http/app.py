@@ -37,7 +37,7 @@ from backchannel.http import (
     tasks,
 )
 from backchannel.http.api import Api, Call, Reply, Result
-from backchannel.http.mcp.endpoint import McpEndpoint
+from backchannel.http.mcp.mount import McpMount
 from backchannel.http.replies import current as _current
 from backchannel.http.replies import not_found as _not_found
 from backchannel.http.replies import respond as _response
@@ -127,7 +127,7 @@ def create_app(hub: Hub) -> QuartTrio:
         request_id = str(uuid.uuid4())
         return _response(api, api.error_reply(_current(), request_id, error), request_id)
 
-    mcp = McpEndpoint(api)
+    mcp = McpMount(api)
     app.extensions["backchannel.mcp"] = mcp
     # /mcp is no API route, so the lane hands it on: the hot path pays nothing for it
     app.asgi_app = api.lane(mcp.mount(app.asgi_app))  # type: ignore[method-assign,assignment]

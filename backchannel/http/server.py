@@ -6,8 +6,8 @@ trigger first wakes every long-poll waiter, which answers its empty page
 after its grace period); hypercorn then stops accepting and finishes
 in-flight requests within ``graceful_timeout``; only then does the runtime
 close, flush the journal and write the final snapshot. The MCP endpoint's
-task group (``/mcp``) lives around HTTP: it starts before the first request
-and ends after the last.
+task group (``/mcp``) lives around HTTP: it is loaded in the background once
+serving has begun (``http/mcp/mount.py``) and ends after the last request.
 
 Stock hypercorn (``BACKCHANNEL_HTTP_TUNING=off``): none of our hypercorn
 patches is applied, not even the safe keep-alive recycle of
@@ -151,7 +151,8 @@ async def _serve(
             await trio.sleep(0.05)  # let woken waiters write their answers
 
         access_log = app.extensions["backchannel"].access_log
-        async with app.extensions["backchannel.mcp"].running(), trio.open_nursery() as nursery:
+        mcp = app.extensions["backchannel.mcp"].running(threaded=not in_memory)
+        async with mcp, trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_watch_signals, stop)
             if access_log is not None:

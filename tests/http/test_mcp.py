@@ -7,6 +7,8 @@ production; the client runs on trio too. Each test is time-bound.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,10 +21,11 @@ import trio.testing
 from hypercorn.trio import serve as hypercorn_serve
 from mcp.shared.exceptions import MCPError
 
+from backchannel.core.errors import ApiError
 from backchannel.http.app import create_app
 from backchannel.http.hypercorn_recycle import install_safe_recycle
 from backchannel.http.hypercorn_tuning import tune_hypercorn
-from backchannel.http.mcp.endpoint import McpEndpoint
+from backchannel.http.mcp.mount import McpMount
 from backchannel.http.request import DRAIN_FACTOR
 from backchannel.http.server import hypercorn_config
 from backchannel.runtime.hub import Hub
@@ -290,14 +293,14 @@ async def test_waits_keep_a_gentle_pace_when_long_poll_is_off(
 
 
 @asynccontextmanager
-async def app_and_hub(tmp_path: Path) -> AsyncIterator[tuple[str, Hub, McpEndpoint]]:
+async def app_and_hub(tmp_path: Path) -> AsyncIterator[tuple[str, Hub, McpMount]]:
     """A served app whose hub the test can watch (tuned hypercorn, as in production)."""
     settings = test_settings(tmp_path / "data")
     tune_hypercorn()
     install_safe_recycle(settings.max_body_bytes * DRAIN_FACTOR)
     async with open_runtime(settings, in_memory=True) as hub:
         app = create_app(hub)
-        endpoint: McpEndpoint = app.extensions["backchannel.mcp"]
+        endpoint: McpMount = app.extensions["backchannel.mcp"]
         async with endpoint.running(), trio.open_nursery() as nursery:
             config = hypercorn_config(settings)
             binds = await nursery.start(partial(hypercorn_serve, app, config))
@@ -379,3 +382,33 @@ async def test_a_client_that_leaves_takes_its_parked_tool_call_with_it(tmp_path:
                 left.set()
             await trio.testing.wait_all_tasks_blocked(0.1)  # the tool winds down in its own task
             assert hub.parked == 0
+
+
+def test_starting_a_server_does_not_import_the_mcp_sdk() -> None:
+    """The SDK costs about a second to import: it is loaded after serving begins."""
+    probe = "import sys, backchannel.cli, backchannel.http.server; print('mcp' in sys.modules)"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "False"
+
+
+async def test_the_mcp_endpoint_is_built_once_for_concurrent_first_callers(
+    tmp_path: Path,
+) -> None:
+    settings = test_settings(tmp_path / "data")
+    async with open_runtime(settings, in_memory=True) as hub:
+        mount: McpMount = create_app(hub).extensions["backchannel.mcp"]
+        with pytest.raises(ApiError) as outside:
+            await mount.endpoint()
+        assert outside.value.status == 503
+        got: list[object] = []
+
+        async def first() -> None:
+            got.append(await mount.endpoint())
+
+        async with mount.running(warm=False), trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(first)
+        assert len(got) == 5
+        assert all(e is got[0] for e in got)

@@ -36,13 +36,12 @@ from mcp.shared.exceptions import MCPError
 
 from backchannel import __version__
 from backchannel.core.errors import ApiError
-from backchannel.http.api import Api, ASGIApp
+from backchannel.http.api import Api
 from backchannel.http.hypercorn_tuning import client_gone_hook
 from backchannel.http.mcp.tools import Caller, ToolError, build_tools
 from backchannel.http.request import Request
 from backchannel.runtime.journal import JournalFailed
 
-MCP_PATHS = frozenset(("/mcp", "/mcp/"))
 READ_ONLY = frozenset(("subscribe", "await_result", "list_channels"))
 IDEMPOTENT = READ_ONLY | {"ack", "heartbeat"}  # repeating them changes nothing more
 _KEY = "backchannel.api_key"
@@ -120,17 +119,6 @@ class McpEndpoint:
         """Serve ``/mcp`` while inside; on exit, cancel whatever is still running."""
         async with self.manager.run():
             yield
-
-    def mount(self, fallback: ASGIApp) -> ASGIApp:
-        """An ASGI app serving ``/mcp`` and handing every other request to ``fallback``."""
-
-        async def asgi(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and scope["path"] in MCP_PATHS:
-                await self.handle(scope, receive, send)
-            else:
-                await fallback(scope, receive, send)
-
-        return asgi
 
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         """Authenticate the request, then let the SDK's transport serve it."""
