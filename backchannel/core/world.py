@@ -92,7 +92,9 @@ class World:
         self.actors_by_name: dict[tuple[str, str], list[str]] = {}
         self.channels: dict[str, ChannelState] = {}
         self.channel_aliases: dict[str, str] = {}
-        self.channels_by_name: dict[tuple[str, str], list[str]] = {}
+        # (owner id, name) -> channel id, or ids oldest first when the name repeats:
+        # a bare string for the common unique name keeps an idle channel small
+        self.channels_by_name: dict[tuple[str, str], str | list[str]] = {}
         self.idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
         self.applied_seq = 0
         self.invitations: dict[str, str] = {}  # invitation id -> channel id
@@ -230,9 +232,9 @@ class World:
             if channel_id is not None:
                 channel = self.channels.get(channel_id)
         if channel is None and key is not None:
-            ids = self.channels_by_name.get((key.owner_id, identifier))
-            if ids:
-                channel = self.channels[ids[-1]]
+            named = self.channel_named(key.owner_id, identifier)
+            if named is not None:
+                channel = self.channels[named]
         if channel is None:
             raise errors.channel_not_found(identifier)
         if key is not None and not channel.config.can_access(key.key_id):
@@ -391,9 +393,7 @@ class World:
                 channel = ChannelState(config)
                 channel.applied_seq = seq
                 self.channels[config.id] = channel
-                self.channels_by_name.setdefault((config.owner_id, config.name), []).append(
-                    config.id
-                )
+                self.name_channel(config.owner_id, config.name, config.id)
                 for alias in event.aliases:
                     config.aliases.append(alias)
                     self.channel_aliases[alias] = config.id
@@ -433,9 +433,7 @@ class World:
         match event:
             case ChannelUpdated() if config.name != old_name:
                 self._unname(config.owner_id, old_name, config.id)
-                ids = self.channels_by_name.setdefault((config.owner_id, config.name), [])
-                ids.append(config.id)
-                ids.sort(key=lambda cid: self.channels[cid].config.created_at)
+                self.name_channel(config.owner_id, config.name, config.id)
             case ChannelAliasAdded():
                 self.channel_aliases[event.alias] = config.id
             case InvitationCreated():
@@ -446,12 +444,34 @@ class World:
                 self.invitations.pop(invitation_id, None)
             dropped.clear()
 
+    def channel_named(self, owner_id: str, name: str) -> str | None:
+        """The id of the owner's newest channel called ``name``, if any."""
+        named = self.channels_by_name.get((owner_id, name))
+        if named is None or isinstance(named, str):
+            return named
+        return named[-1]
+
+    def name_channel(self, owner_id: str, name: str, channel_id: str) -> None:
+        """Index ``channel_id`` under its owner and name (oldest first by creation)."""
+        slot = (owner_id, name)
+        named = self.channels_by_name.get(slot)
+        if named is None:
+            self.channels_by_name[slot] = channel_id
+            return
+        ids = [named] if isinstance(named, str) else named
+        ids.append(channel_id)
+        ids.sort(key=lambda cid: self.channels[cid].config.created_at)
+        self.channels_by_name[slot] = ids
+
     def _unname(self, owner_id: str, name: str, channel_id: str) -> None:
-        ids = self.channels_by_name.get((owner_id, name))
-        if ids and channel_id in ids:
-            ids.remove(channel_id)
-            if not ids:
-                del self.channels_by_name[(owner_id, name)]
+        slot = (owner_id, name)
+        named = self.channels_by_name.get(slot)
+        if named == channel_id:
+            del self.channels_by_name[slot]
+        elif isinstance(named, list) and channel_id in named:
+            named.remove(channel_id)
+            if len(named) == 1:
+                self.channels_by_name[slot] = named[0]
 
     def _forget_channel(self, channel_id: str) -> None:
         """Drop a deleted channel from every index; its state object is left untouched

@@ -62,11 +62,11 @@ def register(api: Api) -> None:
         them, so two concurrent posts for a new name make one channel.
         """
         spec, _ = _channel_spec({"name": name, "mode": CLAIMABLE}, api)
-        ids = hub.world.channels_by_name.get((call.auth.owner_id, spec["name"]))
-        if not ids:
+        named = hub.world.channel_named(call.auth.owner_id, spec["name"])
+        if named is None:
             state = await hub.create_channel(call.auth, spec, [])
             return hub.channel_actor(state.config.id, call.auth)
-        return hub.channel_actor(ids[-1], call.auth)
+        return hub.channel_actor(named, call.auth)
 
     @api.route("POST", "/v1/tasks/post", mutating=True)
     async def post_task(call: Call) -> Result:

@@ -237,7 +237,7 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
         state = _load_channel(next(stream))
         config = state.config
         world.channels[config.id] = state
-        world.channels_by_name.setdefault((config.owner_id, config.name), []).append(config.id)
+        world.name_channel(config.owner_id, config.name, config.id)
         for alias in config.aliases:
             world.channel_aliases[alias] = config.id
         for invitation_id in state.ledger_view.invitations:
