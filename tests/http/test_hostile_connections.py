@@ -178,8 +178,11 @@ async def test_running_out_of_file_descriptors_is_survived(tmp_path: Path) -> No
         async def ask(stream: trio.SocketStream) -> None:
             nonlocal answered
             with trio.move_on_after(2):
-                if b" 200 " in await _get_health(stream):
-                    answered += 1
+                try:
+                    if b" 200 " in await _get_health(stream):
+                        answered += 1
+                except trio.BrokenResourceError:
+                    pass  # closed for want of a descriptor: allowed (the server lives on)
 
         for _ in range(2 * limit):  # well past the limit; the kernel's backlog takes them all
             flood.append(await trio.open_tcp_stream("127.0.0.1", port))

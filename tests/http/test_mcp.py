@@ -412,3 +412,18 @@ async def test_the_mcp_endpoint_is_built_once_for_concurrent_first_callers(
                 nursery.start_soon(first)
         assert len(got) == 5
         assert all(e is got[0] for e in got)
+
+
+async def test_an_mcp_sdk_that_fails_to_load_leaves_the_server_up(tmp_path: Path) -> None:
+    """Out of descriptors (say) while the SDK loads: /mcp is 503 and a later call retries."""
+    settings = test_settings(tmp_path / "data")
+    async with open_runtime(settings, in_memory=True) as hub:
+        mount: McpMount = create_app(hub).extensions["backchannel.mcp"]
+        mount.module = "backchannel.http.mcp.no_such_module"
+        async with mount.running(warm=True, threaded=False):
+            await trio.lowlevel.checkpoint()  # the warm-up runs and fails, logged
+            with pytest.raises(ApiError) as failed:
+                await mount.endpoint()
+            assert failed.value.status == 503
+            mount.module = "backchannel.http.mcp.endpoint"
+            assert await mount.endpoint() is await mount.endpoint()

@@ -11,7 +11,9 @@ exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +28,7 @@ from backchannel.http.request import Request
 if TYPE_CHECKING:
     from backchannel.http.mcp.endpoint import McpEndpoint
 
+log = logging.getLogger(__name__)
 MCP_PATHS = frozenset(("/mcp", "/mcp/"))
 _MODULE = "backchannel.http.mcp.endpoint"
 
@@ -39,6 +42,7 @@ class McpMount:
         self._loaded: trio.Event | None = None  # while loading or loaded; set when it ended
         self._nursery: trio.Nursery | None = None
         self._threaded = True
+        self.module = _MODULE  # what to import (a test points it elsewhere)
 
     @asynccontextmanager
     async def running(self, *, warm: bool = True, threaded: bool = True) -> AsyncIterator[None]:
@@ -52,7 +56,7 @@ class McpMount:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if warm:
-                nursery.start_soon(self.endpoint)
+                nursery.start_soon(self._warm)
             try:
                 yield
             finally:
@@ -63,7 +67,9 @@ class McpMount:
         """The endpoint, built and running; loads it once.
 
         Raises:
-            ApiError: 503 ``unavailable`` outside :meth:`running`.
+            ApiError: 503 ``unavailable`` outside :meth:`running`, or when it
+                could not be loaded (logged; out of descriptors, say): the next
+                caller tries again.
         """
         if self._endpoint is None:
             loading = self._loaded
@@ -72,6 +78,8 @@ class McpMount:
                 try:
                     if self._nursery is not None:
                         await self._nursery.start(self._serve)
+                except Exception:  # an SDK that cannot load must not take the server down
+                    log.exception("the MCP endpoint could not be started; /mcp answers 503")
                 finally:
                     if self._endpoint is None:
                         self._loaded = None  # failed: the next caller tries again
@@ -82,11 +90,15 @@ class McpMount:
             raise ApiError(503, "unavailable", "The MCP endpoint is not running")
         return self._endpoint
 
+    async def _warm(self) -> None:
+        with contextlib.suppress(ApiError):  # logged; a request will try again
+            await self.endpoint()
+
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         if self._threaded:
-            module = await trio.to_thread.run_sync(importlib.import_module, _MODULE)
+            module = await trio.to_thread.run_sync(importlib.import_module, self.module)
         else:
-            module = importlib.import_module(_MODULE)
+            module = importlib.import_module(self.module)
         endpoint: McpEndpoint = module.McpEndpoint(self.api)
         async with endpoint.running():
             self._endpoint = endpoint
