@@ -110,6 +110,8 @@ class Settings:
     http_tuning: bool = True
     # seconds between "vitals" log lines (runtime/vitals.py); 0 = none
     vitals_log_seconds: float = 0.0
+    # seconds between returns of freed heap to the OS (runtime/heap.py); 0 = never
+    malloc_trim_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):
@@ -145,6 +147,7 @@ class Settings:
             "rate_limit",
             "key_mint_limit",
             "passive_after_seconds",
+            "malloc_trim_seconds",
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative", name)

@@ -65,7 +65,7 @@ import trio
 
 TOLERANCES: dict[str, tuple[float, float]] = {
     # figure: (relative, absolute) growth allowed, last third vs first third
-    "rss_kib": (0.10, 8192.0),
+    "rss_kib": (0.05, 6144.0),  # was (0.10, 8192) before the heap was trimmed
     "open_fds": (0.0, 16.0),
     "tasks": (0.25, 40.0),
     "parked_waiters": (0.0, 20.0),

@@ -49,6 +49,7 @@ from backchannel.http.hypercorn_tuning import (
     tune_hypercorn,
 )
 from backchannel.http.request import DRAIN_FACTOR
+from backchannel.runtime.heap import trim_periodically
 from backchannel.runtime.service import open_runtime
 from backchannel.runtime.vitals import log_vitals
 
@@ -157,7 +158,10 @@ async def _serve(
                 nursery.start_soon(_watch_signals, stop)
             if access_log is not None:
                 nursery.start_soon(access_log.run, stop)
-            vitals_scope = trio.CancelScope()
+            vitals_scope, trim_scope = trio.CancelScope(), trio.CancelScope()
+            if settings.malloc_trim_seconds > 0 and not in_memory:
+                trim_s = settings.malloc_trim_seconds
+                nursery.start_soon(_run_in, trim_scope, trim_periodically, trim_s)
             if settings.vitals_log_seconds > 0:
                 nursery.start_soon(
                     _run_in, vitals_scope, log_vitals, hub, settings.vitals_log_seconds
@@ -186,6 +190,7 @@ async def _serve(
             task_status.started(url)
             await stop.wait()
             vitals_scope.cancel()
+            trim_scope.cancel()
             # hypercorn returns once in-flight requests are done; then stop watching signals
             nursery.cancel_scope.deadline = (
                 trio.current_time() + settings.graceful_timeout_seconds + 5
