@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-MAX_BYTES = 8 << 20  # all cached bodies together
+MAX_BYTES = 2 << 20  # all cached bodies together: a fan-out needs one or two
 PER_CHANNEL = 64  # distinct (cursor, limit, filter) pages kept per channel version
 
 
