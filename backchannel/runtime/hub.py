@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from backchannel.runtime.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
-SESSION_PURGE_SECONDS = 3600.0
+SESSION_PURGE_SECONDS = 3600.0  # the default of Settings.purge_interval_seconds
 
 SANDBOX_ALIAS = "sandbox"
 SANDBOX_BOT_LABEL = "sandbox-heartbeat-bot"
@@ -375,18 +375,22 @@ class Hub:
 
     async def _purge_sessions(self) -> None:
         """Drop expired sessions and idempotent replies past their
-        ``IDEMPOTENCY_TTL_SECONDS``, once per ``SESSION_PURGE_SECONDS`` (§3.19 cleanup).
+        ``IDEMPOTENCY_TTL_SECONDS``, once per ``PURGE_INTERVAL_SECONDS`` (§3.19 cleanup;
+        default ``SESSION_PURGE_SECONDS``).
 
-        A session is dropped once it has been expired for at least that long,
+        A stored reply lives at most its TTL plus one interval, so memory for
+        replies is bounded by that much traffic. A session is dropped once it
+        has been expired for at least one interval,
         so an expired session stays readable by id for a while (as upstream,
         where cleanup ran periodically). The purge is an event like any other,
         so replay drops them too; it is not waited on, nobody is answered by it.
         """
+        interval = self.settings.purge_interval_seconds
         with self._purging:
             while True:
-                await trio.sleep(SESSION_PURGE_SECONDS)
+                await trio.sleep(interval)
                 now = self.clock.now()
-                grace = int(SESSION_PURGE_SECONDS * 1_000_000)
+                grace = int(interval * 1_000_000)
                 replay_us = self.settings.idempotency_ttl_seconds * 1_000_000
                 for event in (
                     self.world.sessions.decide_purge(now - grace),
