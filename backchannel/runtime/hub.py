@@ -160,12 +160,19 @@ class Hub:
         actor = ChannelActor(self, state)
         self.actors[channel_id] = actor
         index = self.message_index
-        index.update(dict.fromkeys(state.live, channel_id))  # in bulk: a restart indexes millions
-        for message in state.live.values():
-            if message.claim is not None and message.claim.lease_token is not None:
-                self.lease_index[message.claim.lease_token] = message.id
-        index.update(dict.fromkeys(state.archived, channel_id))
-        index.update(dict.fromkeys(state.delayed, channel_id))  # claimable by id once visible
+        packed = state.packed
+        if packed is not None:  # restored packed (core.packed): ids and leases stored apart
+            index.update(dict.fromkeys(packed.ids, channel_id))
+            self.lease_index.update(packed.leases)
+        else:
+            index.update(
+                dict.fromkeys(state.live, channel_id)
+            )  # in bulk: a restart indexes millions
+            for message in state.live.values():
+                if message.claim is not None and message.claim.lease_token is not None:
+                    self.lease_index[message.claim.lease_token] = message.id
+            index.update(dict.fromkeys(state.archived, channel_id))
+            index.update(dict.fromkeys(state.delayed, channel_id))  # claimable by id once visible
         if self.settings.passive_after_seconds > 0:
             self.passivation.arm(actor, self.clock.trio_time(state.next_deadline()))
         else:
@@ -313,9 +320,16 @@ class Hub:
         if actor is not None:
             actor.deleted = True
             self.passivation.forget(actor)
-            self.forget_messages(state.live.values())
-            self.forget_messages(state.delayed.values())
-            self.forget_messages(entry.message for entry in state.history)
+            packed = state.packed
+            if packed is not None:  # no need to unpack what is thrown away
+                for message_id in packed.ids:
+                    self.message_index.pop(message_id, None)
+                for token in packed.leases:
+                    self.lease_index.pop(token, None)
+            else:
+                self.forget_messages(state.live.values())
+                self.forget_messages(state.delayed.values())
+                self.forget_messages(entry.message for entry in state.history)
             actor.wake_all()
             actor.release_claimers()
             actor.close()
@@ -453,7 +467,7 @@ class Hub:
             len(self.actors),
             len(world.keys),
             len(world.actors),
-            sum(len(a.state.live) for a in self.actors.values()),
+            sum(a.state.live_count for a in self.actors.values()),
             self.parked,
             len(self.message_index),
             len(self.lease_index),
