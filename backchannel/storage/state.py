@@ -39,7 +39,6 @@ their SHA-256 hashes.
 
 from __future__ import annotations
 
-import io
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import fields
@@ -271,7 +270,23 @@ def pack_snapshot(clock_us: int, registry: bytes, channels: list[bytes]) -> byte
     return b"".join(snapshot_pieces(clock_us, registry, [[part] for part in channels]))
 
 
-def load_snapshot_payload(payload: bytes, *, lazy: bool = True) -> tuple[World, int]:
+class _Reader:
+    """A file-like ``read`` over a payload: the unpacker copies one read at a
+    time, never the whole payload (``io.BytesIO`` copies a memoryview whole)."""
+
+    __slots__ = ("_at", "_view")
+
+    def __init__(self, payload: bytes | memoryview) -> None:
+        self._view = memoryview(payload)
+        self._at = 0
+
+    def read(self, size: int) -> bytes:
+        start = self._at
+        self._at = min(start + size, len(self._view))
+        return bytes(self._view[start : self._at])
+
+
+def load_snapshot_payload(payload: bytes | memoryview, *, lazy: bool = True) -> tuple[World, int]:
     """Rebuild a :class:`World` from :func:`pack_snapshot` bytes.
 
     With ``lazy`` (the default), the channels of a format-3 snapshot keep
@@ -283,7 +298,7 @@ def load_snapshot_payload(payload: bytes, *, lazy: bool = True) -> tuple[World, 
     """
     # read through a file object, not fed whole: feeding copies the payload
     stream = msgpack.Unpacker(
-        io.BytesIO(payload),
+        _Reader(payload),
         raw=False,
         strict_map_key=False,
         max_buffer_size=max(len(payload), READ_SIZE),
