@@ -64,6 +64,8 @@ def assert_same_channel(one: ChannelState, other: ChannelState) -> None:
         assert_same_message(message, other.live[message_id])
     assert [m.id for m in one._order[one._head :]] == [m.id for m in other._order[other._head :]]
     assert_same_archive(one.history, other.history)
+    assert all(entry.message.removed for entry in one.history)
+    assert not any(message.removed for message in one.live.values())
     assert list(one.archived) == list(other.archived)
     assert list(one.delayed) == list(other.delayed)
     for message_id, message in one.delayed.items():
