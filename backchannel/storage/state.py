@@ -254,7 +254,9 @@ def pack_channel(state: ChannelState) -> bytes:
         columns.add_live(rows)
         archived = history_rows(capture, 0, len(capture.history))
         columns.add_history(archived)
-        return pack_channel_part(capture, [pack_rows(rows)], [pack_rows(archived)], columns)
+        live = [pack_rows(rows)] if rows else []  # no chunk at all for none: less to load
+        history = [pack_rows(archived)] if archived else []
+        return pack_channel_part(capture, live, history, columns)
     finally:
         state.end_capture()
 
@@ -338,8 +340,9 @@ def load_snapshot_payload(payload: bytes | memoryview, *, lazy: bool = True) -> 
     for channel_id, actor_id, at in registry.get("mention_pushes", []):
         outbox.mention_pushes[(channel_id, actor_id)] = at
     outbox.delivered, outbox.given_up = registry.get("outbox_counts", [0, 0])
+    strings: dict[str, str] = {}
     for _ in range(outer["channels"]):
-        state = _load_channel(next(stream))
+        state = _load_channel(next(stream), strings)
         if not lazy:
             state.unpack()
         config = state.config
@@ -356,12 +359,21 @@ _NONE: tuple[Any, ...] = ()  # shared by every part without history, delays or l
 _NO_LEASES: dict[str, str] = {}  # shared, never changed
 
 
-def _load_channel(part: dict[str, Any]) -> ChannelState:
-    """The channel a part holds, its messages packed (format 2: unpack it)."""
-    config = ChannelConfig(*part["config"])
+_SHARED_CONFIG = (1, 2, 4, 5)  # owner_id, owner_key_id, mode, access: few distinct values
+
+
+def _load_channel(part: dict[str, Any], strings: dict[str, str]) -> ChannelState:
+    """The channel a part holds, its messages packed (``strings``: the loader's
+    table of shared strings, one copy of each owner, key id and mode)."""
+    row = part["config"]
+    share = strings.setdefault
+    for index in _SHARED_CONFIG:
+        row[index] = share(row[index], row[index])
+    config = ChannelConfig(*row)
+    members = config.members
     for row in part["members"]:
-        member = Member(*row)
-        config.members[member.key_id] = member
+        member = Member(row[0], share(row[1], row[1]), *row[2:])
+        members[member.key_id] = member
     live_count, claimed_count = part.get("counts") or (0, 0)
     d = part.get("deadlines") or NO_DEADLINES
     packed = PackedMessages(
