@@ -290,11 +290,16 @@ class ChannelState:
 
     def next_deadline(self) -> int | None:
         """The earliest time at which :meth:`due_events` will return something."""
-        expiry, lease, oldest_archived_at, due = self.deadlines()
-        purge = None
+        deadline, lease, oldest_archived_at, due = self.deadlines()
+        if lease is not None and (deadline is None or lease < deadline):
+            deadline = lease
         if oldest_archived_at is not None:
             purge = oldest_archived_at + self.config.retention_days * DAY_US
-        return min((t for t in (expiry, lease, purge, due) if t is not None), default=None)
+            if deadline is None or purge < deadline:
+                deadline = purge
+        if due is not None and (deadline is None or due < deadline):
+            deadline = due
+        return deadline
 
     def due_events(self, now: int) -> list[ChannelEvent]:
         """Events for every TTL, lease and retention deadline at or before ``now``."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -162,8 +163,9 @@ class Hub:
         index = self.message_index
         packed = state.packed
         if packed is not None:  # restored packed (core.packed): ids and leases stored apart
-            index.update(dict.fromkeys(packed.ids, channel_id))
-            self.lease_index.update(packed.leases)
+            index.update(zip(packed.ids, repeat(channel_id)))  # a restart indexes millions
+            if packed.leases:
+                self.lease_index.update(packed.leases)
         else:
             index.update(
                 dict.fromkeys(state.live, channel_id)

@@ -156,3 +156,21 @@ def test_a_log_record_replayed_onto_a_packed_channel_lands_as_on_an_eager_one() 
         assert pack_channel(state) == pack_channel(eager.channels[channel_id])
         assert_same_channel(state, eager.channels[channel_id])
     assert lazy.channels[jobs_id].live["m-new"].seq == jobs.last_seq
+
+
+@pytest.mark.parametrize(
+    ("name", "first"),
+    [("jobs", 1), ("short", 0)],  # a row with a mention and one claimed; a plain row
+)
+def test_an_id_column_that_disagrees_with_the_rows_raises_on_unpacking(
+    name: str, first: int
+) -> None:
+    lazy, _eager = both_ways(format3_payload())
+    state = next(s for s in lazy.channels.values() if s.config.name == name)
+    packed = state.packed
+    assert packed is not None
+    ids = list(packed.ids)
+    ids[first], ids[first + 1] = ids[first + 1], ids[first]  # damage, or a writer's bug
+    packed.ids = ids
+    with pytest.raises(ValueError, match="id column"):
+        state.unpack()
