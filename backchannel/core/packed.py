@@ -71,7 +71,8 @@ class PackedMessages:
 
     Attributes:
         live: chunks of live message rows (``message_row``), in seq order,
-            each still encoded (``decode`` turns one into a list of rows).
+            each still encoded (``decode`` turns one into a list of rows);
+            a loader may keep them as views of the snapshot it read.
         history: chunks of ``[archived_at, reason, row]``, in seq order.
         delayed: rows of messages not visible yet (few; already decoded).
         ids: every message id the channel holds (live, archived, delayed).
@@ -82,15 +83,15 @@ class PackedMessages:
         decode: the storage layer's decoder of one chunk.
     """
 
-    live: Sequence[bytes]
-    history: Sequence[bytes]
+    live: Sequence[bytes | memoryview]
+    history: Sequence[bytes | memoryview]
     delayed: Sequence[Any]
     ids: Sequence[str]
     leases: Mapping[str, str]
     live_count: int
     claimed_count: int
     deadlines: Deadlines
-    decode: Callable[[bytes], list[Any]]
+    decode: Callable[[bytes | memoryview], list[Any]]
 
 
 def unpack_messages(state: ChannelState, packed: PackedMessages) -> None:

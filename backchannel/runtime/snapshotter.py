@@ -25,6 +25,7 @@ from backchannel.runtime.hub import Hub
 from backchannel.storage import log as segment_log
 from backchannel.storage import snapshot as snapshot_files
 from backchannel.storage.state import (
+    Chunk,
     PartColumns,
     channel_pieces,
     history_rows,
@@ -58,7 +59,7 @@ async def take_snapshot(hub: Hub, directory: Path) -> SnapshotReport:
     registry = pack_registry(world)
     channels = list(world.channels.values())
     longest = time.perf_counter() - step_started
-    parts: list[list[bytes]] = []
+    parts: list[list[Chunk]] = []
     messages = 0
     for state in channels:
         packed = state.packed

@@ -99,7 +99,7 @@ def snapshot_seq(path: Path) -> int | None:
 
 
 def write_snapshot(
-    directory: Path, seq: int, payload: bytes | memoryview | Sequence[bytes]
+    directory: Path, seq: int, payload: bytes | memoryview | Sequence[bytes | memoryview]
 ) -> Path:
     """Atomically write the snapshot covering ``seq``; return its final path.
 

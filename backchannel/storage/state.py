@@ -6,22 +6,26 @@ Layout (one top-level msgpack object after another, never nested)::
     {registry: seq, keys, actors, actor_aliases, idempotency,
                public_minting, sessions, webhooks, audit, outbox, mention_pushes,
                outbox_counts}
-    {channel part}  × N: seq, config, members, last_seq, recent_posts,
-                         ledger (invitations, access requests, event log),
-                         delayed (rows of messages not visible yet),
-                         ids (every message id: live, then history, then delayed),
-                         leases ({lease token: message id}),
-                         counts ([live, claimed]),
-                         deadlines ([first TTL expiry, first lease expiry,
-                                     oldest archived_at, first visible_at]),
-                         "live": [<bin: packed chunk of rows>, ...],
-                         "history": [<bin: packed chunk of rows>, ...]
+    [channel part] × N, each an array of three:
+        {seq, config, members, last_seq, recent_posts,
+         ledger (invitations, access requests, event log),
+         delayed (rows of messages not visible yet),
+         ids (every message id: live, then history, then delayed),
+         leases ({lease token: message id}),
+         counts ([live, claimed]),
+         deadlines ([first TTL expiry, first lease expiry,
+                     oldest archived_at, first visible_at])}
+        [<bin: packed chunk of live rows>, ...]
+        [<bin: packed chunk of archived rows>, ...]
 
 Format 3 added ids, leases, counts and deadlines: with them a loader keeps
 the chunks packed (core.packed) and still indexes every message id, arms
 every deadline and reports every count; the chunks are decoded when the
-channel is first read, and written back as they are if it never is.
-Format 2 (the same without those four) still loads, eagerly.
+channel is first read, and written back as they are if it never is. The
+chunks sit outside the map so the loader can skip them and keep views of
+the payload (a mapped file) instead of copies. Format 2 (one map per
+channel, the chunks under "live" and "history", none of the four
+columns) still loads, eagerly.
 
 Each part records the journal seq it covers. The registry is packed in one
 synchronous step; a channel is read through a copy-on-write
@@ -98,7 +102,7 @@ def _pack(obj: Any) -> bytes:
     return data
 
 
-def _unpack(data: bytes) -> Any:
+def _unpack(data: Chunk) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
@@ -144,8 +148,11 @@ def _bin_header(size: int) -> bytes:
     return b"\xc6" + size.to_bytes(4, "big")
 
 
-def _bins(name: str, chunks: Sequence[bytes]) -> list[bytes]:
-    pieces = [_pack(name) + _ARRAY_HEADER(len(chunks))]
+Chunk = bytes | memoryview  # a packed chunk of rows; a loaded one is a view of the payload
+
+
+def _bins(chunks: Sequence[Chunk]) -> list[Chunk]:
+    pieces: list[Chunk] = [_ARRAY_HEADER(len(chunks))]
     for chunk in chunks:
         pieces += [_bin_header(len(chunk)), chunk]
     return pieces
@@ -178,16 +185,15 @@ class PartColumns:
 
 
 def _part_pieces(
-    small: dict[str, Any], live: Sequence[bytes], history: Sequence[bytes]
-) -> list[bytes]:
-    head = _MAP_HEADER(len(small) + 2) + b"".join(_pack(k) + _pack(v) for k, v in small.items())
-    return [head, *_bins("live", live), *_bins("history", history)]
+    small: dict[str, Any], live: Sequence[Chunk], history: Sequence[Chunk]
+) -> list[Chunk]:
+    return [_ARRAY_HEADER(3) + _pack(small), *_bins(live), *_bins(history)]
 
 
 def channel_pieces(
     capture: Capture, live: list[bytes], history: list[bytes], columns: PartColumns
-) -> list[bytes]:
-    """A channel part as pieces whose concatenation is one msgpack map.
+) -> list[Chunk]:
+    """A channel part as pieces whose concatenation is its msgpack array.
 
     The row chunks are spliced in, not copied into a new buffer.
     ``columns`` must have been fed every row of ``live`` and ``history``.
@@ -208,7 +214,7 @@ def channel_pieces(
     return _part_pieces(small, live, history)
 
 
-def packed_channel_pieces(state: ChannelState, packed: PackedMessages) -> list[bytes]:
+def packed_channel_pieces(state: ChannelState, packed: PackedMessages) -> list[Chunk]:
     """The part of a channel never unpacked since it was loaded: its chunks as
     they were read, its small fields as they are now (replay may have changed
     its config, members or ledger). One synchronous step, no row decoded."""
@@ -261,7 +267,7 @@ def pack_channel(state: ChannelState) -> bytes:
         state.end_capture()
 
 
-def snapshot_pieces(clock_us: int, registry: bytes, channels: list[list[bytes]]) -> list[bytes]:
+def snapshot_pieces(clock_us: int, registry: bytes, channels: list[list[Chunk]]) -> list[Chunk]:
     """The whole payload as pieces, ready for ``write_snapshot``."""
     header = _pack({"format": FORMAT, "clock": clock_us, "channels": len(channels)})
     return [header, registry, *(piece for part in channels for piece in part)]
@@ -310,7 +316,9 @@ def load_snapshot_payload(payload: bytes | memoryview, *, lazy: bool = True) -> 
     found = outer.get("format") if isinstance(outer, dict) else outer
     if not isinstance(outer, dict) or (found != FORMAT and found not in EAGER_FORMATS):
         raise ValueError(f"unsupported snapshot format {found!r}")
-    lazy = lazy and found == FORMAT
+    view = memoryview(payload)
+    chunked = found == FORMAT  # parts are [map, live chunks, history chunks]
+    lazy = lazy and chunked
     world = World()
     registry = next(stream)
     world.applied_seq = registry["seq"]
@@ -342,7 +350,14 @@ def load_snapshot_payload(payload: bytes | memoryview, *, lazy: bool = True) -> 
     outbox.delivered, outbox.given_up = registry.get("outbox_counts", [0, 0])
     strings: dict[str, str] = {}
     for _ in range(outer["channels"]):
-        state = _load_channel(next(stream), strings)
+        if chunked:
+            stream.read_array_header()
+            part = stream.unpack()
+            live, history = _chunks(stream, view), _chunks(stream, view)
+        else:
+            part = next(stream)
+            live, history = part["live"], part["history"]
+        state = _load_channel(part, live, history, strings)
         if not lazy:
             state.unpack()
         config = state.config
@@ -357,12 +372,34 @@ def load_snapshot_payload(payload: bytes | memoryview, *, lazy: bool = True) -> 
 
 _NONE: tuple[Any, ...] = ()  # shared by every part without history, delays or leases
 _NO_LEASES: dict[str, str] = {}  # shared, never changed
+_BIN_HEADER_SIZE = {0xC4: 2, 0xC5: 3, 0xC6: 5}  # bin 8, bin 16, bin 32
+
+
+def _chunks(stream: msgpack.Unpacker, view: memoryview) -> Sequence[Chunk]:
+    """An array of chunks as views of ``view``: skipped by the unpacker, never copied."""
+    count = stream.read_array_header()
+    if not count:
+        return _NONE
+    out: list[Chunk] = []
+    for _ in range(count):
+        start = stream.tell()
+        stream.skip()
+        header = _BIN_HEADER_SIZE.get(view[start])
+        if header is None:
+            raise ValueError(f"byte {start} of the snapshot payload does not start a chunk")
+        out.append(view[start + header : stream.tell()])
+    return out
 
 
 _SHARED_CONFIG = (1, 2, 4, 5)  # owner_id, owner_key_id, mode, access: few distinct values
 
 
-def _load_channel(part: dict[str, Any], strings: dict[str, str]) -> ChannelState:
+def _load_channel(
+    part: dict[str, Any],
+    live: Sequence[Chunk],
+    history: Sequence[Chunk],
+    strings: dict[str, str],
+) -> ChannelState:
     """The channel a part holds, its messages packed (``strings``: the loader's
     table of shared strings, one copy of each owner, key id and mode)."""
     row = part["config"]
@@ -377,8 +414,8 @@ def _load_channel(part: dict[str, Any], strings: dict[str, str]) -> ChannelState
     live_count, claimed_count = part.get("counts") or (0, 0)
     d = part.get("deadlines") or NO_DEADLINES
     packed = PackedMessages(
-        part["live"] or _NONE,
-        part["history"] or _NONE,
+        live or _NONE,
+        history or _NONE,
         part.get("delayed") or _NONE,
         part.get("ids") or _NONE,
         part.get("leases") or _NO_LEASES,

@@ -70,7 +70,9 @@ def _pack_capture(state: ChannelState, capture: Any) -> bytes:
     columns.add_live(rows)
     archived = history_rows(capture, 0, len(capture.history))
     columns.add_history(archived)
-    return pack_channel_part(capture, [pack_rows(rows)], [pack_rows(archived)], columns)
+    live = [pack_rows(rows)] if rows else []  # as pack_channel: no chunk for no rows
+    history = [pack_rows(archived)] if archived else []
+    return pack_channel_part(capture, live, history, columns)
 
 
 def test_capture_ignores_every_change_made_while_it_is_open() -> None:

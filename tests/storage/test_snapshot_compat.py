@@ -33,7 +33,10 @@ def _row_bytes(payload: bytes) -> int:
     stream.feed(payload)
     header = next(stream)
     next(stream)  # the registry
-    return sum(len(chunk) for _ in range(header["channels"]) for chunk in next(stream)["live"])
+    parts = [next(stream) for _ in range(header["channels"])]
+    if header["format"] == 2:  # one map per channel
+        return sum(len(chunk) for part in parts for chunk in part["live"])
+    return sum(len(chunk) for _small, live, _history in parts for chunk in live)
 
 
 def _by_content(messages: list[Message]) -> dict[str, Message]:
