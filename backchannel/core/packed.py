@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from backchannel.core.message import load_message_rows, message_from_row
+from backchannel.core.message import load_message_rows, message_from_row, shared_id
 from backchannel.core.records import Archived
 
 if TYPE_CHECKING:
@@ -132,13 +132,13 @@ def _unpack(state: ChannelState, packed: PackedMessages) -> None:
     for chunk in packed.history:
         for archived_at, reason, row in decode(chunk):
             message = message_from_row(row, strings)
-            message.id = next(ids, message.id)
+            message.id = shared_id(ids, message.id)
             message.removed = True
             entry = Archived(message, archived_at, reason)
             history.append(entry)
             archived[message.id] = entry
     for row in packed.delayed:
         message = message_from_row(row, strings)
-        message.id = next(ids, message.id)
+        message.id = shared_id(ids, message.id)
         state.delayed[message.id] = message
     state.rebuild_indexes()
