@@ -17,6 +17,7 @@ stays in memory and the first command, park or stream brings its task back.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -158,8 +159,19 @@ class Hub:
 
         A million channels restored packed (core.packed) add their message
         ids to the index in one ``update`` and their deadlines to the timer
-        heap in one ``heapify``, not channel by channel.
+        heap in one ``heapify``, not channel by channel. The cyclic GC is
+        paused meanwhile, as during the load (it would walk every new handle
+        several times over).
         """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore_packed(states)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _restore_packed(self, states: list[ChannelState]) -> None:
         if self.settings.passive_after_seconds <= 0:
             for state in states:
                 self._add_channel(state)
