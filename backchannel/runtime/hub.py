@@ -17,9 +17,11 @@ stays in memory and the first command, park or stream brings its task back.
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -116,8 +118,7 @@ class Hub:
         """Add a (passive) actor per channel, then serve until cancelled or :meth:`close`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for state in list(self.world.channels.values()):
-                self._add_channel(state)
+            self._restore_channels(list(self.world.channels.values()))
             nursery.start_soon(self._run_timers)
             if self.settings.sandbox_enabled:
                 await self.ensure_sandbox()
@@ -153,6 +154,52 @@ class Hub:
         with self._timers:
             await self.passivation.run()
 
+    def _restore_channels(self, states: list[ChannelState]) -> None:
+        """:meth:`_add_channel` for every channel of a restart, in bulk.
+
+        A million channels restored packed (core.packed) add their message
+        ids to the index in one ``update`` and their deadlines to the timer
+        heap in one ``heapify``, not channel by channel. The cyclic GC is
+        paused meanwhile, as during the load (it would walk every new handle
+        several times over).
+        """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore_packed(states)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _restore_packed(self, states: list[ChannelState]) -> None:
+        if self.settings.passive_after_seconds <= 0:
+            for state in states:
+                self._add_channel(state)
+            return
+        packed_ids: list[Sequence[str]] = []
+        owners: list[Iterable[str]] = []
+        timers: list[tuple[float, ChannelActor]] = []
+        actors = self.actors
+        trio_time = self.clock.trio_time
+        for state in states:
+            packed = state.packed
+            if packed is None:
+                self._add_channel(state)
+                continue
+            channel_id = state.config.id
+            actors[channel_id] = actor = ChannelActor(self, state)
+            packed_ids.append(packed.ids)
+            owners.append(repeat(channel_id, len(packed.ids)))
+            if packed.leases:
+                self.lease_index.update(packed.leases)
+            deadline = state.next_deadline()
+            if deadline is not None:
+                timers.append((trio_time(deadline), actor))
+        self.message_index.update(
+            zip(chain.from_iterable(packed_ids), chain.from_iterable(owners), strict=True)
+        )
+        self.passivation.arm_many(timers)
+
     def _add_channel(self, state: ChannelState) -> ChannelActor:
         """Index a channel's messages and give it a passive actor, armed for its
         next deadline (running at once when passivation is off)."""
@@ -160,12 +207,19 @@ class Hub:
         actor = ChannelActor(self, state)
         self.actors[channel_id] = actor
         index = self.message_index
-        index.update(dict.fromkeys(state.live, channel_id))  # in bulk: a restart indexes millions
-        for message in state.live.values():
-            if message.claim is not None and message.claim.lease_token is not None:
-                self.lease_index[message.claim.lease_token] = message.id
-        index.update(dict.fromkeys(state.archived, channel_id))
-        index.update(dict.fromkeys(state.delayed, channel_id))  # claimable by id once visible
+        packed = state.packed
+        if packed is not None:  # restored packed (core.packed): ids and leases stored apart
+            index.update(zip(packed.ids, repeat(channel_id)))
+            if packed.leases:
+                self.lease_index.update(packed.leases)
+        else:
+            # in bulk: a restart of an older snapshot indexes millions
+            index.update(dict.fromkeys(state.live, channel_id))
+            for message in state.live.values():
+                if message.claim is not None and message.claim.lease_token is not None:
+                    self.lease_index[message.claim.lease_token] = message.id
+            index.update(dict.fromkeys(state.archived, channel_id))
+            index.update(dict.fromkeys(state.delayed, channel_id))  # claimable by id once visible
         if self.settings.passive_after_seconds > 0:
             self.passivation.arm(actor, self.clock.trio_time(state.next_deadline()))
         else:
@@ -313,9 +367,16 @@ class Hub:
         if actor is not None:
             actor.deleted = True
             self.passivation.forget(actor)
-            self.forget_messages(state.live.values())
-            self.forget_messages(state.delayed.values())
-            self.forget_messages(entry.message for entry in state.history)
+            packed = state.packed
+            if packed is not None:  # no need to unpack what is thrown away
+                for message_id in packed.ids:
+                    self.message_index.pop(message_id, None)
+                for token in packed.leases:
+                    self.lease_index.pop(token, None)
+            else:
+                self.forget_messages(state.live.values())
+                self.forget_messages(state.delayed.values())
+                self.forget_messages(entry.message for entry in state.history)
             actor.wake_all()
             actor.release_claimers()
             actor.close()
@@ -457,7 +518,7 @@ class Hub:
             len(self.actors),
             len(world.keys),
             len(world.actors),
-            sum(len(a.state.live) for a in self.actors.values()),
+            sum(a.state.live_count for a in self.actors.values()),
             self.parked,
             len(self.message_index),
             len(self.lease_index),
