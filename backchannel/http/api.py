@@ -53,7 +53,8 @@ from backchannel.http.call import Stream as Stream
 from backchannel.http.call import dumps as dumps
 from backchannel.http.call import encoded as _encoded
 from backchannel.http.clients import ClientView
-from backchannel.http.hypercorn_tuning import STREAM_KEY, streaming
+from backchannel.http.hypercorn_answer import STREAM_KEY
+from backchannel.http.hypercorn_tuning import streaming
 from backchannel.http.openapi import build_document
 from backchannel.http.ratelimit import SlidingWindow
 from backchannel.http.request import Disconnected, Request
