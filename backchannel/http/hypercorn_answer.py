@@ -198,7 +198,12 @@ def install_whole_responses() -> None:
         await protocol._close_stream()
         next_cycle(protocol)
         await protocol.can_read.set()
-        await protocol.send(Updated(idle=True))
+        idle = getattr(getattr(protocol.send, "__self__", None), "idle_task", None)
+        mark_idle = getattr(idle, "mark_idle", None)  # TCPServer's _ReadTimeoutOnly
+        if mark_idle is not None:
+            mark_idle()
+        else:
+            await protocol.send(Updated(idle=True))
 
     async def send_whole(stream: Any, start: Any, body: bytes) -> None:
         protocol = stream.send.__self__

@@ -62,6 +62,10 @@ class _ReadTimeoutOnly:
     async def restart(self, task_group: object, action: object) -> None:
         self.idle_since = trio.current_time()
 
+    def mark_idle(self) -> None:
+        """``restart`` without the await (``hypercorn_answer``'s recycle)."""
+        self.idle_since = trio.current_time()
+
     async def stop(self) -> None:
         self.idle_since = None
 

@@ -3,6 +3,7 @@ the same next cycle, and the answer and its recycle in one step."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from functools import partial
@@ -279,4 +280,41 @@ async def test_an_answer_and_its_recycle_happen_even_in_a_cancelled_task(
                     assert chunk, answer
                     answer += chunk
                 assert answer.startswith(b"HTTP/1.1 200 \r\n")
+    nursery.cancel_scope.cancel()
+
+
+async def test_after_a_plain_answer_the_connection_counts_as_idle(nursery: trio.Nursery) -> None:
+    """Headers of a next request trickling in after an answer do not keep the
+    connection open past ``keep_alive_timeout`` from that answer."""
+    tune_hypercorn()
+    install_safe_recycle()
+    config = wire_config()
+    config.keep_alive_timeout = 2
+    config.read_timeout = 2
+    binds = await nursery.start(
+        partial(serve, wire_app, config, shutdown_trigger=trio.sleep_forever)
+    )
+    host, port = binds[0].removeprefix("http://").rsplit(":", 1)
+    trickle = b"GET /api HTTP/1.1\r\nX-Slow: " + b"a" * 40
+    with trio.fail_after(30):
+        stream = await trio.open_tcp_stream(host, int(port))
+        async with stream:
+            await stream.send_all(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"data":[]}'):
+                answer += await stream.receive_some(65_536)
+            answered = trio.current_time()
+            sent = 0
+            with (
+                trio.move_on_after(len(trickle) * 0.25),
+                contextlib.suppress(trio.BrokenResourceError),
+            ):
+                for byte in trickle:  # a byte every 0.25 s: each read well within read_timeout
+                    await stream.send_all(bytes([byte]))
+                    sent += 1
+                    with trio.move_on_after(0.25):
+                        if await stream.receive_some(1) == b"":
+                            break
+            closed_after = trio.current_time() - answered
+    assert 1.9 <= closed_after < 5, (closed_after, sent)
     nursery.cancel_scope.cancel()
