@@ -152,6 +152,7 @@ WIRE_PATHS = {
     b"/werkzeug": (404, WERKZEUG_HEADERS, b"hello world"),
     b"/empty": (200, [(b"content-length", b"0")], b""),
     b"/unsized": (200, [(b"content-type", b"text/plain")], b"chunked on the wire"),
+    b"/big": (200, [(b"content-length", b"900000")], bytes(range(256)) * 3515 + b"x" * 160),
 }
 
 
@@ -317,4 +318,34 @@ async def test_after_a_plain_answer_the_connection_counts_as_idle(nursery: trio.
                             break
             closed_after = trio.current_time() - answered
     assert 1.9 <= closed_after < 5, (closed_after, sent)
+    nursery.cancel_scope.cancel()
+
+
+async def test_an_answer_the_socket_takes_in_part_goes_out_whole_once(
+    nursery: trio.Nursery,
+) -> None:
+    """A client that reads slowly: the socket takes part of a plain answer and
+    the rest waits for it (hypercorn's path); not a byte lost or sent twice."""
+    tune_hypercorn()
+    install_safe_recycle()
+    binds = await nursery.start(
+        partial(serve, wire_app, wire_config(), shutdown_trigger=trio.sleep_forever)
+    )
+    host, port = binds[0].removeprefix("http://").rsplit(":", 1)
+    expected = b"HTTP/1.1 200 \r\ncontent-length: 900000\r\n\r\n" + WIRE_PATHS[b"/big"][2]
+    with trio.fail_after(30):
+        sock = trio.socket.socket()
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+        await sock.connect((host, int(port)))
+        stream = trio.SocketStream(sock)
+        async with stream:
+            for _ in range(2):  # and the connection is recycled after it
+                await stream.send_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                await trio.sleep(0.2)  # the server writes what the socket takes, then waits
+                answer = b""
+                while len(answer) < len(expected):
+                    chunk = await stream.receive_some(4096)
+                    assert chunk, len(answer)
+                    answer += chunk
+                assert answer == expected
     nursery.cancel_scope.cancel()
