@@ -81,6 +81,14 @@ def _has_body(scope: Any) -> bool:
     return False
 
 
+def _extra(result: Result) -> Headers:
+    """A route's extra headers, encoded (a fresh list: the caller adds to it)."""
+    if len(result) != 3:
+        return []
+    extra = result[2]
+    return list(extra) if isinstance(extra, list) else _encoded(extra)
+
+
 def _replay(body: bytes, receive: Any) -> Any:
     """An ASGI ``receive`` whose first message is the whole ``body``."""
     first: list[Any] = [{"type": "http.request", "body": body, "more_body": False}]
@@ -495,11 +503,10 @@ class Api:
         elif isinstance(payload, Page):
             body, content_type = payload.data, payload.content_type
         elif isinstance(payload, Stream):
-            extra = _encoded(result[2]) if len(result) == 3 else []
-            return Reply(status, b"", extra, Stream.content_type, payload)
+            return Reply(status, b"", _extra(result), Stream.content_type, payload)
         else:
             body = b"" if status == 204 else dumps(payload)
-        extra = _encoded(result[2]) if len(result) == 3 else []
+        extra = _extra(result)
         extra.append((b"x-ratelimit-remaining", remaining))
         return Reply(status, body, extra, content_type)
 
