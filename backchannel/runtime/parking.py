@@ -123,8 +123,8 @@ class Parking:
         """Have ``entry`` woken with True at ``deadline``, starting the timer if needed."""
         heapq.heappush(self._deadlines, (deadline, next(_ORDER), entry))
         if self._timer is None:
+            self._spawn(self._wake_when_due)  # starts later; set the timer once it surely will
             self._timer = trio.CancelScope(deadline=deadline)
-            self._spawn(self._wake_when_due)
         elif deadline < self._timer.deadline:
             self._timer.deadline = deadline
 
