@@ -79,6 +79,8 @@ class Settings:
     # an idle channel's actor task ends after this long (runtime.passivation); 0 = never
     passive_after_seconds: float = 60.0
     idempotency_ttl_seconds: int = 86_400
+    # seconds between purges of expired sessions and idempotent replies (runtime/hub.py)
+    purge_interval_seconds: float = 3_600.0
     graceful_timeout_seconds: float = 5.0
     idle_timeout_seconds: float = 60.0
     # the sandbox channel (contract §3.14)
@@ -131,6 +133,7 @@ class Settings:
             "webhook_concurrency",
             "webhook_per_host_concurrency",
             "webhook_max_pending",
+            "purge_interval_seconds",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -25,10 +25,12 @@ def test_one_minute_soak_passes(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
-    assert {v["figure"] for v in report["verdicts"]} >= {"rss_kib", "open_fds", "tasks"}
+    judged = {v["figure"] for v in report["verdicts"]}
+    assert judged >= {"rss_kib", "open_fds", "tasks", "idempotency_entries"}
     assert all(v["flat"] for v in report["verdicts"])
     assert len(report["samples"]) >= 20
     assert all(s["tasks"] > 0 for s in report["samples"])  # the vitals line was read
+    assert all(s["idempotency_entries"] >= 0 for s in report["samples"])
     counts = report["counts"]
     assert counts["generations"] >= 6
     assert counts["messages through"] > 0
@@ -48,7 +50,13 @@ def test_growth_is_judged_last_third_against_first_third() -> None:
     soak = importlib.util.module_from_spec(spec)
     sys.modules["soak_tool"] = soak  # dataclasses look their module up
     spec.loader.exec_module(soak)
-    flat = {"open_fds": 30, "tasks": 50, "parked_waiters": 4, "journal_bytes": 10_000}
+    flat = {
+        "open_fds": 30,
+        "tasks": 50,
+        "parked_waiters": 4,
+        "journal_bytes": 10_000,
+        "idempotency_entries": 300,
+    }
     leaking = [{"t": t, "rss_kib": 50_000 + 1024 * t, **flat} for t in range(60)]
     noisy = [{"t": t, "rss_kib": 50_000 + (t % 7) * 900, **flat} for t in range(60)]
     verdicts = {v["figure"]: v["flat"] for v in soak.growth(leaking, warmup_s=10)}
@@ -58,5 +66,6 @@ def test_growth_is_judged_last_third_against_first_third() -> None:
         "tasks": True,
         "parked_waiters": True,
         "journal_bytes": True,
+        "idempotency_entries": True,
     }
     assert all(v["flat"] for v in soak.growth(noisy, warmup_s=10))

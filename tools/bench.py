@@ -65,8 +65,10 @@ scale    issue 15: C channels holding N live 300-byte messages, written by
          set, each read at ``/health`` 200) and by ``tools/scale_probe.py``
          next to the issue's figures of the day, and the posts load (50
          clients) on one hot channel while the C channels sit idle against
-         the same load on an empty server, side by side (targets: posts/s
-         and p99 within 10 %). Servers on a data set are killed, not
+         the same load on an empty server, both up at once and the load
+         alternating between them over 4 rounds (2 with ``--quick``), so
+         drift in the machine's load falls on both (targets: the median of
+         the rounds' posts/s and p99 ratios within 10 %). Servers on a data set are killed, not
          stopped (a clean stop writes a final snapshot of everything, which
          measures nothing here), and the directory is put back as generated.
 
@@ -172,6 +174,7 @@ class Settings:
     wake_gap_s: float = 0.01
     scale_channels: int = SCALE_DEFAULT[0]
     scale_messages: int = SCALE_DEFAULT[1]
+    scale_rounds: int = 4  # hot-channel rounds per repetition, empty and full alternating
 
     def loadgen_timeout(self, extra: float = 0.0) -> float:
         return SETUP_ALLOWANCE_S + self.warmup + self.duration + extra
@@ -227,6 +230,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         stream_count=200 if ns.quick else 1000,
         scale_channels=scale_channels,
         scale_messages=scale_messages,
+        scale_rounds=2 if ns.quick else 4,
     )
 
 
@@ -1076,6 +1080,23 @@ class Bench:
         }
         return run_loadgen("posts", server, args, self.s.loadgen_timeout(), self.pinning)
 
+    def _hot_rounds(
+        self, empty_srv: Server, full_srv: Server
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The hot-channel load on both servers, alive together, in alternating rounds.
+
+        The machine's background load drifts over a minute; rounds in the
+        order empty, full, full, empty, ... give both servers the same
+        share of it, so their ratio measures the idle channels, not the drift.
+        """
+        empty: list[dict[str, Any]] = []
+        hot: list[dict[str, Any]] = []
+        for n in range(self.s.scale_rounds):
+            pair = [(empty_srv, empty), (full_srv, hot)]
+            for srv, into in pair if n % 2 == 0 else reversed(pair):
+                into.append(self._hot_channel(srv))
+        return empty, hot
+
     def _probes(self, notes: list[str]) -> dict[str, float]:
         """The per-channel and per-message probes of tools/scale_probe.py, where they exist."""
         channels = min(self.s.scale_channels, SCALE_PROBE_MAX[0])
@@ -1129,17 +1150,18 @@ class Bench:
             for rep in range(self.s.repeat):
                 log(f"scale (repetition {rep + 1}/{self.s.repeat})")
                 run: dict[str, Any] = {"gen_s": full.seconds, **probes}
-                with running_server("real", self.pinning) as srv:
-                    run["rss_empty_mib"] = _rss_kib(srv.pid) / 1024
-                    empty = self._hot_channel(srv)
                 with server_on(bare, self.pinning) as srv:
-                    run["rss_channels_mib"] = _rss_kib(srv.pid) / 1024
+                    run["rss_channels_mib"] = _settled_rss_kib(srv.pid) / 1024
                     run["ready_channels_s"] = srv.ready_s
-                with server_on(full, self.pinning) as srv:
-                    run["ready_s"] = srv.ready_s
-                    run["rss_full_mib"] = _rss_kib(srv.pid) / 1024
-                    hot = self._hot_channel(srv)
-                    run["rss_after_hot_mib"] = _rss_kib(srv.pid) / 1024
+                with (
+                    running_server("real", self.pinning) as empty_srv,
+                    server_on(full, self.pinning) as full_srv,
+                ):
+                    run["rss_empty_mib"] = _settled_rss_kib(empty_srv.pid) / 1024
+                    run["ready_s"] = full_srv.ready_s
+                    run["rss_full_mib"] = _settled_rss_kib(full_srv.pid) / 1024
+                    empty, hot = self._hot_rounds(empty_srv, full_srv)
+                    run["rss_after_hot_mib"] = _rss_kib(full_srv.pid) / 1024
                 run.update(_scale_derived(run, empty, hot, channels, messages))
                 run["empty"], run["hot"] = empty, hot
                 runs.append(run)
@@ -1175,21 +1197,32 @@ class Bench:
 
 def _scale_derived(
     run: dict[str, Any],
-    empty: dict[str, Any],
-    hot: dict[str, Any],
+    empty: list[dict[str, Any]],
+    hot: list[dict[str, Any]],
     channels: int,
     messages: int,
 ) -> dict[str, float]:
-    """Per-channel and per-message RSS (end to end) and the hot/empty ratios of one run."""
+    """Per-channel and per-message RSS (end to end) and the hot/empty ratios of one run.
+
+    Posts/s and p99 are medians over the rounds; each ratio is the median
+    of the rounds' own ratios (each round's pair ran back to back).
+    """
+
+    def median(rounds: list[dict[str, Any]], name: str) -> float:
+        return float(statistics.median(r[name] for r in rounds))
+
+    def ratio(name: str) -> float:
+        return float(statistics.median(h[name] / e[name] for h, e in zip(hot, empty, strict=True)))
+
     derived = {
         "channel_b": (run["rss_channels_mib"] - run["rss_empty_mib"]) * 2**20 / channels,
-        "hot_posts_per_s": hot["posts_per_s"],
-        "empty_posts_per_s": empty["posts_per_s"],
-        "hot_p99_ms": hot["post_p99_ms"],
-        "empty_p99_ms": empty["post_p99_ms"],
-        "posts_ratio": hot["posts_per_s"] / empty["posts_per_s"],
-        "p99_ratio": hot["post_p99_ms"] / empty["post_p99_ms"],
-        "hot_errors": hot["errors"] + empty["errors"],
+        "hot_posts_per_s": median(hot, "posts_per_s"),
+        "empty_posts_per_s": median(empty, "posts_per_s"),
+        "hot_p99_ms": median(hot, "post_p99_ms"),
+        "empty_p99_ms": median(empty, "post_p99_ms"),
+        "posts_ratio": ratio("posts_per_s"),
+        "p99_ratio": ratio("post_p99_ms"),
+        "hot_errors": sum(r["errors"] for r in hot + empty),
     }
     if messages:
         derived["message_b"] = (run["rss_full_mib"] - run["rss_channels_mib"]) * 2**20 / messages
@@ -1277,6 +1310,28 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def _settled_rss_kib(pid: int, timeout_s: float = 15.0) -> int:
+    """RSS once the server has gone quiet (no CPU for half a second) after starting.
+
+    A server answers ``/health`` before it has loaded the MCP SDK in the
+    background (~30 MiB): RSS read at once would depend on that race.
+    """
+    deadline = time.monotonic() + timeout_s
+    quiet, last = 0, _cpu_ticks(pid)
+    while quiet < 2 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = _cpu_ticks(pid)
+        quiet = quiet + 1 if now - last <= 1 else 0
+        last = now
+    return _rss_kib(pid)
+
+
+def _cpu_ticks(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 # --------------------------------------------------------------------------- output

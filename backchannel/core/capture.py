@@ -44,6 +44,7 @@ class Capture:
         self.saved: dict[str, tuple[Any, ...]] = {}
         self.ledger: list[Any] = state.ledger_view.rows()  # small: copied whole
         self.delayed = [message_row(m) for m in state.delayed.values()]  # few: copied
+        self.deadlines = state.deadlines()
 
     def rows(self, start: int, stop: int) -> list[tuple[Any, ...]]:
         """Rows of the live messages ``messages[start:stop]`` as of the capture."""

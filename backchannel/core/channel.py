@@ -29,6 +29,10 @@ Rules
    when it opened first saves the message's row (copy-on-write), so the
    capture reads the channel as it was at one instant, however many event
    loop steps it takes.
+5. A channel restored from a snapshot may be *packed* (core.packed): its
+   messages stay encoded until the first read of any of them, which
+   unpacks them in the same step. Its deadline and counts are answered
+   without unpacking.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import uuid
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backchannel.core import errors
 from backchannel.core.capture import Capture
@@ -64,6 +68,7 @@ from backchannel.core.events import (
     MessagesExpired,
 )
 from backchannel.core.membership import Ledger, apply_access
+from backchannel.core.packed import MESSAGE_ATTRIBUTES, Deadlines, PackedMessages, unpack_messages
 from backchannel.core.records import (
     CLAIMABLE,
     EMPTY_METADATA,
@@ -97,6 +102,7 @@ class ChannelState:
         "_ledger",
         "_oldest_archived_at",
         "_order",
+        "_packed",
         "_recent_posts",
         "_unclaimed",
         "applied_seq",
@@ -128,6 +134,61 @@ class ChannelState:
         self._ledger: Ledger | None = None  # made on first change (ledger)
         self.delayed: dict[str, Message] = {}  # posted, not visible yet (seq 0)
         self._due: list[tuple[int, int, str]] = []  # heap of (visible_at, created_at, id)
+        self._packed: PackedMessages | None = None
+
+    @classmethod
+    def restore_packed(
+        cls, config: ChannelConfig, packed: PackedMessages, applied_seq: int, last_seq: int
+    ) -> ChannelState:
+        """A channel whose messages stay in ``packed`` until first read (rule 5).
+
+        None of ``core.packed.MESSAGE_ATTRIBUTES`` is set: reading one unpacks.
+        """
+        state = cls.__new__(cls)
+        state.config = config
+        state.applied_seq = applied_seq
+        state.last_seq = last_seq
+        state._recent_posts = None
+        state._capture = None
+        state.version = 0
+        state._ledger = None
+        state._packed = packed
+        return state
+
+    if not TYPE_CHECKING:  # mypy keeps checking every other attribute name
+
+        def __getattr__(self, name: str) -> Any:
+            """Only reached for an unset slot: a packed channel's messages (rule 5)."""
+            if name in MESSAGE_ATTRIBUTES and self._packed is not None:
+                self.unpack()
+                return object.__getattribute__(self, name)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def packed(self) -> PackedMessages | None:
+        """The messages still encoded, or None once unpacked (or never packed)."""
+        return self._packed
+
+    def unpack(self) -> None:
+        """Decode a packed channel's messages now (a no-op if they are)."""
+        packed = self._packed
+        if packed is not None:
+            unpack_messages(self, packed)
+            self._packed = None  # after: a failed decode leaves the channel packed
+
+    @property
+    def live_count(self) -> int:
+        """Live messages, without unpacking a packed channel."""
+        packed = self._packed
+        return packed.live_count if packed is not None else len(self.live)
+
+    @property
+    def claimed_count(self) -> int:
+        """Live messages with a holder, without unpacking a packed channel."""
+        packed = self._packed
+        if packed is not None:
+            return packed.claimed_count
+        return sum(1 for m in self.live.values() if m.claim is not None)
 
     # -- reading ------------------------------------------------------------
 
@@ -215,21 +276,29 @@ class ChannelState:
 
     # -- time ---------------------------------------------------------------
 
+    def deadlines(self) -> Deadlines:
+        """What :meth:`next_deadline` is made of; a packed channel's as stored."""
+        if self._packed is not None:
+            return self._packed.deadlines
+        first = self._first_live()
+        return (
+            None if first is None else first.expires_at,
+            self._top_lease(),
+            self._oldest_archived_at,
+            self._due[0][0] if self._due else None,
+        )
+
     def next_deadline(self) -> int | None:
         """The earliest time at which :meth:`due_events` will return something."""
-        deadline: int | None = None
-        first = self._first_live()
-        if first is not None:
-            deadline = first.expires_at
-        lease = self._top_lease()
+        deadline, lease, oldest_archived_at, due = self.deadlines()
         if lease is not None and (deadline is None or lease < deadline):
             deadline = lease
-        if self._oldest_archived_at is not None:
-            purge = self._oldest_archived_at + self.config.retention_days * DAY_US
+        if oldest_archived_at is not None:
+            purge = oldest_archived_at + self.config.retention_days * DAY_US
             if deadline is None or purge < deadline:
                 deadline = purge
-        if self._due and (deadline is None or self._due[0][0] < deadline):
-            deadline = self._due[0][0]
+        if due is not None and (deadline is None or due < deadline):
+            deadline = due
         return deadline
 
     def due_events(self, now: int) -> list[ChannelEvent]:

@@ -20,6 +20,7 @@ fills in; :func:`message_from_row` reads both.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,24 +255,52 @@ def message_from_row(
     )
 
 
+def shared_id(ids: Iterator[str], row_id: str) -> str:
+    """The next string of ``ids`` (equal to ``row_id``), or ``row_id`` once it runs out.
+
+    Raises:
+        ValueError: the id column and the rows disagree (a damaged snapshot).
+    """
+    shared = next(ids, row_id)
+    if shared != row_id:
+        raise ValueError(f"id column holds {shared!r} where the rows hold {row_id!r}")
+    return shared
+
+
 def load_message_rows(
-    rows: list[Any], strings: dict[str, str], order: list[Message], live: dict[str, Message]
+    rows: list[Any],
+    strings: dict[str, str],
+    order: list[Message],
+    live: dict[str, Message],
+    ids: Iterator[str] | None = None,
 ) -> None:
     """:func:`message_from_row` over many rows, appended to ``order`` and ``live``.
 
     A loader's hot loop (a restart reads millions of rows): rows holding
     only the first ten fields (nothing claimed, acked, delayed or
-    mentioned) take one Python call each.
+    mentioned) take one Python call each. ``ids`` yields a string equal to
+    each row's id, in row order, to use in its place (one string per id,
+    shared with the hub's index); once it runs out the rows' own are used.
+
+    Raises:
+        ValueError: ``ids`` disagrees with the rows (see :func:`shared_id`).
     """
     append = order.append
     share = strings.setdefault
+    if ids is None:
+        ids = iter(())
     for row in rows:
         if len(row) != 10:
             message = message_from_row(row, strings)
+            message.id = shared_id(ids, message.id)
             append(message)
             live[message.id] = message
             continue
         id_, seq, content, metadata, created_at, expires_at, key_id, actor_id, name, label = row
+        shared = next(ids, id_)
+        if shared != id_:
+            raise ValueError(f"id column holds {shared!r} where the rows hold {id_!r}")
+        id_ = shared
         if actor_id is not None:
             actor_id = share(actor_id, actor_id)
             name = share(name, name)

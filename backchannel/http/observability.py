@@ -52,7 +52,7 @@ def register(api: Api) -> None:
             # live counters (ours, additive): the pages show them
             "public_minting_enabled": api.public_minting_enabled,
             "channels": len(hub.world.channels),
-            "live_messages": sum(len(c.live) for c in hub.world.channels.values()),
+            "live_messages": sum(c.live_count for c in hub.world.channels.values()),
             "parked_waiters": hub.parked,
             "active_channels": len(hub.passivation.running),
             "passive_channels": len(hub.actors) - len(hub.passivation.running),
@@ -98,10 +98,8 @@ def register(api: Api) -> None:
         return 200, {
             "key_id": key_id,
             "channels_owned": len(owned),
-            "messages_in_owned_channels": sum(len(c.live) for c in owned),
-            "messages_claimed_in_owned_channels": sum(
-                1 for c in owned for m in c.live.values() if m.claimed_by_id is not None
-            ),
+            "messages_in_owned_channels": sum(c.live_count for c in owned),
+            "messages_claimed_in_owned_channels": sum(c.claimed_count for c in owned),
             "active_sessions": len(hub.world.sessions.listing(key_id, hub.clock.now())),
         }
 

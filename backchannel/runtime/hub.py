@@ -17,9 +17,11 @@ stays in memory and the first command, park or stream brings its task back.
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
     from backchannel.runtime.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
-SESSION_PURGE_SECONDS = 3600.0
+SESSION_PURGE_SECONDS = 3600.0  # the default of Settings.purge_interval_seconds
 
 SANDBOX_ALIAS = "sandbox"
 SANDBOX_BOT_LABEL = "sandbox-heartbeat-bot"
@@ -116,8 +118,7 @@ class Hub:
         """Add a (passive) actor per channel, then serve until cancelled or :meth:`close`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for state in list(self.world.channels.values()):
-                self._add_channel(state)
+            self._restore_channels(list(self.world.channels.values()))
             nursery.start_soon(self._run_timers)
             if self.settings.sandbox_enabled:
                 await self.ensure_sandbox()
@@ -153,6 +154,52 @@ class Hub:
         with self._timers:
             await self.passivation.run()
 
+    def _restore_channels(self, states: list[ChannelState]) -> None:
+        """:meth:`_add_channel` for every channel of a restart, in bulk.
+
+        A million channels restored packed (core.packed) add their message
+        ids to the index in one ``update`` and their deadlines to the timer
+        heap in one ``heapify``, not channel by channel. The cyclic GC is
+        paused meanwhile, as during the load (it would walk every new handle
+        several times over).
+        """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore_packed(states)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _restore_packed(self, states: list[ChannelState]) -> None:
+        if self.settings.passive_after_seconds <= 0:
+            for state in states:
+                self._add_channel(state)
+            return
+        packed_ids: list[Sequence[str]] = []
+        owners: list[Iterable[str]] = []
+        timers: list[tuple[float, ChannelActor]] = []
+        actors = self.actors
+        trio_time = self.clock.trio_time
+        for state in states:
+            packed = state.packed
+            if packed is None:
+                self._add_channel(state)
+                continue
+            channel_id = state.config.id
+            actors[channel_id] = actor = ChannelActor(self, state)
+            packed_ids.append(packed.ids)
+            owners.append(repeat(channel_id, len(packed.ids)))
+            if packed.leases:
+                self.lease_index.update(packed.leases)
+            deadline = state.next_deadline()
+            if deadline is not None:
+                timers.append((trio_time(deadline), actor))
+        self.message_index.update(
+            zip(chain.from_iterable(packed_ids), chain.from_iterable(owners), strict=True)
+        )
+        self.passivation.arm_many(timers)
+
     def _add_channel(self, state: ChannelState) -> ChannelActor:
         """Index a channel's messages and give it a passive actor, armed for its
         next deadline (running at once when passivation is off)."""
@@ -160,12 +207,19 @@ class Hub:
         actor = ChannelActor(self, state)
         self.actors[channel_id] = actor
         index = self.message_index
-        index.update(dict.fromkeys(state.live, channel_id))  # in bulk: a restart indexes millions
-        for message in state.live.values():
-            if message.claim is not None and message.claim.lease_token is not None:
-                self.lease_index[message.claim.lease_token] = message.id
-        index.update(dict.fromkeys(state.archived, channel_id))
-        index.update(dict.fromkeys(state.delayed, channel_id))  # claimable by id once visible
+        packed = state.packed
+        if packed is not None:  # restored packed (core.packed): ids and leases stored apart
+            index.update(zip(packed.ids, repeat(channel_id)))
+            if packed.leases:
+                self.lease_index.update(packed.leases)
+        else:
+            # in bulk: a restart of an older snapshot indexes millions
+            index.update(dict.fromkeys(state.live, channel_id))
+            for message in state.live.values():
+                if message.claim is not None and message.claim.lease_token is not None:
+                    self.lease_index[message.claim.lease_token] = message.id
+            index.update(dict.fromkeys(state.archived, channel_id))
+            index.update(dict.fromkeys(state.delayed, channel_id))  # claimable by id once visible
         if self.settings.passive_after_seconds > 0:
             self.passivation.arm(actor, self.clock.trio_time(state.next_deadline()))
         else:
@@ -313,9 +367,16 @@ class Hub:
         if actor is not None:
             actor.deleted = True
             self.passivation.forget(actor)
-            self.forget_messages(state.live.values())
-            self.forget_messages(state.delayed.values())
-            self.forget_messages(entry.message for entry in state.history)
+            packed = state.packed
+            if packed is not None:  # no need to unpack what is thrown away
+                for message_id in packed.ids:
+                    self.message_index.pop(message_id, None)
+                for token in packed.leases:
+                    self.lease_index.pop(token, None)
+            else:
+                self.forget_messages(state.live.values())
+                self.forget_messages(state.delayed.values())
+                self.forget_messages(entry.message for entry in state.history)
             actor.wake_all()
             actor.release_claimers()
             actor.close()
@@ -375,18 +436,22 @@ class Hub:
 
     async def _purge_sessions(self) -> None:
         """Drop expired sessions and idempotent replies past their
-        ``IDEMPOTENCY_TTL_SECONDS``, once per ``SESSION_PURGE_SECONDS`` (§3.19 cleanup).
+        ``IDEMPOTENCY_TTL_SECONDS``, once per ``PURGE_INTERVAL_SECONDS`` (§3.19 cleanup;
+        default ``SESSION_PURGE_SECONDS``).
 
-        A session is dropped once it has been expired for at least that long,
+        A stored reply lives at most its TTL plus one interval, so memory for
+        replies is bounded by that much traffic. A session is dropped once it
+        has been expired for at least one interval,
         so an expired session stays readable by id for a while (as upstream,
         where cleanup ran periodically). The purge is an event like any other,
         so replay drops them too; it is not waited on, nobody is answered by it.
         """
+        interval = self.settings.purge_interval_seconds
         with self._purging:
             while True:
-                await trio.sleep(SESSION_PURGE_SECONDS)
+                await trio.sleep(interval)
                 now = self.clock.now()
-                grace = int(SESSION_PURGE_SECONDS * 1_000_000)
+                grace = int(interval * 1_000_000)
                 replay_us = self.settings.idempotency_ttl_seconds * 1_000_000
                 for event in (
                     self.world.sessions.decide_purge(now - grace),
@@ -453,7 +518,7 @@ class Hub:
             len(self.actors),
             len(world.keys),
             len(world.actors),
-            sum(len(a.state.live) for a in self.actors.values()),
+            sum(a.state.live_count for a in self.actors.values()),
             self.parked,
             len(self.message_index),
             len(self.lease_index),

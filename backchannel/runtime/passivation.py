@@ -86,6 +86,18 @@ class Passivation:
         if self._sleep is not None and deadline < self._sleep.deadline:
             self._sleep.deadline = deadline
 
+    def arm_many(self, timers: list[tuple[float, ChannelActor]]) -> None:
+        """:meth:`arm` for many passive actors not armed yet (a restart): one heapify."""
+        heap = self._heap
+        ticket = self._ticket
+        for deadline, actor in timers:
+            actor.wake_at = deadline
+            heap.append((deadline, next(ticket), actor))
+        self._armed += len(timers)
+        heapq.heapify(heap)
+        if self._sleep is not None and heap and heap[0][0] < self._sleep.deadline:
+            self._sleep.deadline = heap[0][0]
+
     def forget(self, actor: ChannelActor) -> None:
         """``actor``'s channel is gone (deleted): no timer."""
         if actor.wake_at is not None:

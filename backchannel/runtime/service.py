@@ -97,7 +97,7 @@ def load_state(directory: Path, allow_truncate: bool) -> tuple[World, int, int, 
     report = RecoveryReport(
         str(recovered.snapshot_path.name) if recovered.snapshot_path else None,
         len(world.channels),
-        sum(len(c.live) for c in world.channels.values()),
+        sum(c.live_count for c in world.channels.values()),
         replayed,
         time.perf_counter() - started,
         tuple(recovered.warnings),

@@ -18,7 +18,7 @@ def inspect_command(path: Path) -> int:
     except (OSError, CorruptSnapshot, ValueError) as exc:
         print(f"{path}: cannot read snapshot: {exc}", file=sys.stderr)
         return 1
-    live = sum(len(c.live) for c in world.channels.values())
+    live = sum(c.live_count for c in world.channels.values())
     print(f"snapshot {path.name}: seq={seq} bytes={path.stat().st_size}")
     print(
         f"keys={len(world.keys)} actors={len(world.actors)} channels={len(world.channels)} "

@@ -96,7 +96,7 @@ class RecoveredLog:
     Attributes:
         snapshot_path: the snapshot loaded, or None.
         snapshot_seq: the seq it covers (0 without a snapshot).
-        snapshot_payload: its payload bytes, or None.
+        snapshot_payload: its payload (a view of the mapped file), or None.
         records: ``(seq, body)`` after ``snapshot_seq``, consecutive, in order.
         warnings: one line per skipped snapshot, truncation or removal.
         truncated_tail: True if any log file was truncated or removed.
@@ -106,7 +106,7 @@ class RecoveredLog:
 
     snapshot_path: Path | None
     snapshot_seq: int
-    snapshot_payload: bytes | None
+    snapshot_payload: memoryview | None
     records: list[tuple[int, Any]]
     warnings: list[str]
     truncated_tail: bool
@@ -154,7 +154,7 @@ def recover(
     warnings: list[str] = []
     snapshot_path: Path | None = None
     snap_seq = 0
-    payload: bytes | None = None
+    payload: memoryview | None = None
     for candidate in list_snapshots(directory):
         try:
             snap_seq, payload = load_snapshot(candidate)

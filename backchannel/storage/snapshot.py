@@ -34,6 +34,7 @@ Rules
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 import struct
@@ -97,7 +98,9 @@ def snapshot_seq(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def write_snapshot(directory: Path, seq: int, payload: bytes | Sequence[bytes]) -> Path:
+def write_snapshot(
+    directory: Path, seq: int, payload: bytes | memoryview | Sequence[bytes | memoryview]
+) -> Path:
     """Atomically write the snapshot covering ``seq``; return its final path.
 
     ``payload`` may be given as pieces, written one after the other without
@@ -111,7 +114,7 @@ def write_snapshot(directory: Path, seq: int, payload: bytes | Sequence[bytes]) 
         OSError: on any I/O failure; the temp file is removed first
             (a failure to remove it is logged, the original error raised).
     """
-    pieces = [payload] if isinstance(payload, bytes | bytearray) else list(payload)
+    pieces = [payload] if isinstance(payload, bytes | bytearray | memoryview) else list(payload)
     directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     final = directory / snapshot_name(seq)
     temp = final.with_name(final.name + ".tmp")
@@ -141,19 +144,27 @@ def write_snapshot(directory: Path, seq: int, payload: bytes | Sequence[bytes]) 
     return final
 
 
-def load_snapshot(path: Path) -> tuple[int, bytes]:
-    """Read and verify a snapshot; return ``(seq, payload)``.
+def load_snapshot(path: Path) -> tuple[int, memoryview]:
+    """Map and verify a snapshot; return ``(seq, payload)``.
+
+    The payload is a read-only view of the file mapped into memory, not a
+    copy: a 400 MB snapshot is checked and decoded straight from the page
+    cache (reading it into a new buffer took four times as long, issue 15).
+    The view stays valid while referenced, even after the file is
+    removed; snapshot files are never changed in place (rule 1).
 
     Raises:
         CorruptSnapshot: bad magic, version, length, CRC, or a header seq
             that disagrees with the file name.
         OSError: if the file cannot be read.
     """
-    with path.open("rb") as file:  # header, then the payload: no copy of a big payload
-        header = file.read(SNAPSHOT_HEADER_SIZE)
-        payload = file.read()
-    if len(header) < SNAPSHOT_HEADER_SIZE:
-        raise CorruptSnapshot(path, f"file of {len(header)} bytes is shorter than the header")
+    with path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size < SNAPSHOT_HEADER_SIZE:
+            raise CorruptSnapshot(path, f"file of {size} bytes is shorter than the header")
+        view = memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+    header = view[:SNAPSHOT_HEADER_SIZE]
+    payload = view[SNAPSHOT_HEADER_SIZE:]
     magic, version, seq, length, crc = SNAPSHOT_HEADER.unpack_from(header, 0)
     if magic != SNAPSHOT_MAGIC:
         raise CorruptSnapshot(path, f"bad magic {magic!r}")

@@ -2,15 +2,30 @@
 
 Layout (one top-level msgpack object after another, never nested)::
 
-    {"format": 2, "clock": <µs at pack time>, "channels": N}
+    {"format": 3, "clock": <µs at pack time>, "channels": N}
     {registry: seq, keys, actors, actor_aliases, idempotency,
                public_minting, sessions, webhooks, audit, outbox, mention_pushes,
                outbox_counts}
-    {channel part}  × N: seq, config, members, last_seq, recent_posts,
-                         ledger (invitations, access requests, event log),
-                         delayed (rows of messages not visible yet),
-                         "live": [<bin: packed chunk of rows>, ...],
-                         "history": [<bin: packed chunk of rows>, ...]
+    [channel part] × N, each an array of three:
+        {seq, config, members, last_seq, recent_posts,
+         ledger (invitations, access requests, event log),
+         delayed (rows of messages not visible yet),
+         ids (every message id: live, then history, then delayed),
+         leases ({lease token: message id}),
+         counts ([live, claimed]),
+         deadlines ([first TTL expiry, first lease expiry,
+                     oldest archived_at, first visible_at])}
+        [<bin: packed chunk of live rows>, ...]
+        [<bin: packed chunk of archived rows>, ...]
+
+Format 3 added ids, leases, counts and deadlines: with them a loader keeps
+the chunks packed (core.packed) and still indexes every message id, arms
+every deadline and reports every count; the chunks are decoded when the
+channel is first read, and written back as they are if it never is. The
+chunks sit outside the map so the loader can skip them and keep views of
+the payload (a mapped file) instead of copies. Format 2 (one map per
+channel, the chunks under "live" and "history", none of the four
+columns) still loads, eagerly.
 
 Each part records the journal seq it covers. The registry is packed in one
 synchronous step; a channel is read through a copy-on-write
@@ -28,8 +43,8 @@ their SHA-256 hashes.
 
 from __future__ import annotations
 
-import io
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -40,23 +55,22 @@ from backchannel.core.channel import ChannelState
 from backchannel.core.delivery_events import MOVE_EVENTS
 from backchannel.core.events import ChannelDeleted, Event, channel_of, from_wire
 from backchannel.core.outbox import Delivery
+from backchannel.core.packed import NO_DEADLINES, PackedMessages
 from backchannel.core.records import (
     Actor,
     ActorWebhook,
-    Archived,
     ChannelConfig,
     IdempotencyEntry,
     KeyRecord,
     Member,
     SecurityEvent,
     Session,
-    load_message_rows,
-    message_from_row,
     message_row,
 )
 from backchannel.core.world import World
 
-FORMAT = 2
+FORMAT = 3
+EAGER_FORMATS = (2,)  # formats without ids and deadlines: loaded and unpacked at once
 READ_SIZE = 1 << 20  # bytes the loader's unpacker reads from the payload at a time
 
 
@@ -88,7 +102,7 @@ def _pack(obj: Any) -> bytes:
     return data
 
 
-def _unpack(data: bytes) -> Any:
+def _unpack(data: Chunk) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
@@ -134,17 +148,55 @@ def _bin_header(size: int) -> bytes:
     return b"\xc6" + size.to_bytes(4, "big")
 
 
-def _bins(name: str, chunks: list[bytes]) -> list[bytes]:
-    pieces = [_pack(name) + _ARRAY_HEADER(len(chunks))]
+Chunk = bytes | memoryview  # a packed chunk of rows; a loaded one is a view of the payload
+
+
+def _bins(chunks: Sequence[Chunk]) -> list[Chunk]:
+    pieces: list[Chunk] = [_ARRAY_HEADER(len(chunks))]
     for chunk in chunks:
         pieces += [_bin_header(len(chunk)), chunk]
     return pieces
 
 
-def channel_pieces(capture: Capture, live: list[bytes], history: list[bytes]) -> list[bytes]:
-    """A channel part as pieces whose concatenation is one msgpack map.
+class PartColumns:
+    """What a format-3 part stores beside its chunks, gathered from the rows packed.
+
+    Fed the same rows as the chunks, so it describes the capture exactly.
+    """
+
+    __slots__ = ("claimed", "history_ids", "ids", "leases")
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []  # live
+        self.history_ids: list[str] = []
+        self.leases: dict[str, str] = {}
+        self.claimed = 0
+
+    def add_live(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.ids += [row[0] for row in rows]
+        for row in rows:
+            if len(row) > 10 and row[11] is not None:  # claimed_by_id (MESSAGE_FIELDS)
+                self.claimed += 1
+                if row[15] is not None:  # lease_token
+                    self.leases[row[15]] = row[0]
+
+    def add_history(self, rows: Sequence[Sequence[Any]]) -> None:
+        self.history_ids += [row[2][0] for row in rows]
+
+
+def _part_pieces(
+    small: dict[str, Any], live: Sequence[Chunk], history: Sequence[Chunk]
+) -> list[Chunk]:
+    return [_ARRAY_HEADER(3) + _pack(small), *_bins(live), *_bins(history)]
+
+
+def channel_pieces(
+    capture: Capture, live: list[bytes], history: list[bytes], columns: PartColumns
+) -> list[Chunk]:
+    """A channel part as pieces whose concatenation is its msgpack array.
 
     The row chunks are spliced in, not copied into a new buffer.
+    ``columns`` must have been fed every row of ``live`` and ``history``.
     """
     small = {
         "seq": capture.seq,
@@ -154,28 +206,68 @@ def channel_pieces(capture: Capture, live: list[bytes], history: list[bytes]) ->
         "recent_posts": capture.recent_posts,
         "ledger": capture.ledger,
         "delayed": capture.delayed,
+        "ids": [*columns.ids, *columns.history_ids, *(row[0] for row in capture.delayed)],
+        "leases": columns.leases,
+        "counts": [len(columns.ids), columns.claimed],
+        "deadlines": list(capture.deadlines),
     }
-    head = _MAP_HEADER(len(small) + 2) + b"".join(_pack(k) + _pack(v) for k, v in small.items())
-    return [head, *_bins("live", live), *_bins("history", history)]
+    return _part_pieces(small, live, history)
 
 
-def pack_channel_part(capture: Capture, live: list[bytes], history: list[bytes]) -> bytes:
+def packed_channel_pieces(state: ChannelState, packed: PackedMessages) -> list[Chunk]:
+    """The part of a channel never unpacked since it was loaded: its chunks as
+    they were read, its small fields as they are now (replay may have changed
+    its config, members or ledger). One synchronous step, no row decoded."""
+    config = state.config
+    small = {
+        "seq": state.applied_seq,
+        "config": [
+            list(value) if isinstance(value, list) else value
+            for value in (getattr(config, name) for name in _CONFIG)
+        ],
+        "members": [_row(m, _MEMBER) for m in config.members.values()],
+        "last_seq": state.last_seq,
+        "recent_posts": list(state._recent_posts or ()),
+        "ledger": state.ledger_view.rows(),
+        "delayed": packed.delayed,
+        "ids": packed.ids,
+        "leases": packed.leases,
+        "counts": [packed.live_count, packed.claimed_count],
+        "deadlines": list(packed.deadlines),
+    }
+    return _part_pieces(small, packed.live, packed.history)
+
+
+def pack_channel_part(
+    capture: Capture, live: list[bytes], history: list[bytes], columns: PartColumns
+) -> bytes:
     """:func:`channel_pieces` joined (tests and tools)."""
-    return b"".join(channel_pieces(capture, live, history))
+    return b"".join(channel_pieces(capture, live, history, columns))
 
 
 def pack_channel(state: ChannelState) -> bytes:
-    """One channel in one synchronous step (tests, tools and small channels)."""
+    """One channel in one synchronous step (tests, tools and small channels).
+
+    A channel still packed is written from its chunks, not unpacked.
+    """
+    packed = state.packed
+    if packed is not None:
+        return b"".join(packed_channel_pieces(state, packed))
     capture = state.begin_capture()
     try:
-        live = [pack_rows(capture.rows(0, len(capture.messages)))]
-        history = [pack_rows(history_rows(capture, 0, len(capture.history)))]
-        return pack_channel_part(capture, live, history)
+        columns = PartColumns()
+        rows = capture.rows(0, len(capture.messages))
+        columns.add_live(rows)
+        archived = history_rows(capture, 0, len(capture.history))
+        columns.add_history(archived)
+        live = [pack_rows(rows)] if rows else []  # no chunk at all for none: less to load
+        history = [pack_rows(archived)] if archived else []
+        return pack_channel_part(capture, live, history, columns)
     finally:
         state.end_capture()
 
 
-def snapshot_pieces(clock_us: int, registry: bytes, channels: list[list[bytes]]) -> list[bytes]:
+def snapshot_pieces(clock_us: int, registry: bytes, channels: list[list[Chunk]]) -> list[Chunk]:
     """The whole payload as pieces, ready for ``write_snapshot``."""
     header = _pack({"format": FORMAT, "clock": clock_us, "channels": len(channels)})
     return [header, registry, *(piece for part in channels for piece in part)]
@@ -186,24 +278,47 @@ def pack_snapshot(clock_us: int, registry: bytes, channels: list[bytes]) -> byte
     return b"".join(snapshot_pieces(clock_us, registry, [[part] for part in channels]))
 
 
-def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
+class _Reader:
+    """A file-like ``read`` over a payload: the unpacker copies one read at a
+    time, never the whole payload (``io.BytesIO`` copies a memoryview whole)."""
+
+    __slots__ = ("_at", "_view")
+
+    def __init__(self, payload: bytes | memoryview) -> None:
+        self._view = memoryview(payload)
+        self._at = 0
+
+    def read(self, size: int) -> bytes:
+        start = self._at
+        self._at = min(start + size, len(self._view))
+        return bytes(self._view[start : self._at])
+
+
+def load_snapshot_payload(payload: bytes | memoryview, *, lazy: bool = True) -> tuple[World, int]:
     """Rebuild a :class:`World` from :func:`pack_snapshot` bytes.
+
+    With ``lazy`` (the default), the channels of a format-3 snapshot keep
+    their messages packed until first read (core.packed); without it, or
+    for an older format, every channel is unpacked before returning.
 
     Returns the world and the clock reading stored at pack time.
     Raises ValueError on an unknown format.
     """
     # read through a file object, not fed whole: feeding copies the payload
     stream = msgpack.Unpacker(
-        io.BytesIO(payload),
+        _Reader(payload),
         raw=False,
         strict_map_key=False,
         max_buffer_size=max(len(payload), READ_SIZE),
         read_size=READ_SIZE,
     )
     outer = next(stream, None)
-    if not isinstance(outer, dict) or outer.get("format") != FORMAT:
-        found = outer.get("format") if isinstance(outer, dict) else outer
+    found = outer.get("format") if isinstance(outer, dict) else outer
+    if not isinstance(outer, dict) or (found != FORMAT and found not in EAGER_FORMATS):
         raise ValueError(f"unsupported snapshot format {found!r}")
+    view = memoryview(payload)
+    chunked = found == FORMAT  # parts are [map, live chunks, history chunks]
+    lazy = lazy and chunked
     world = World()
     registry = next(stream)
     world.applied_seq = registry["seq"]
@@ -233,8 +348,18 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
     for channel_id, actor_id, at in registry.get("mention_pushes", []):
         outbox.mention_pushes[(channel_id, actor_id)] = at
     outbox.delivered, outbox.given_up = registry.get("outbox_counts", [0, 0])
+    strings: dict[str, str] = {}
     for _ in range(outer["channels"]):
-        state = _load_channel(next(stream))
+        if chunked:
+            stream.read_array_header()
+            part = stream.unpack()
+            live, history = _chunks(stream, view), _chunks(stream, view)
+        else:
+            part = next(stream)
+            live, history = part["live"], part["history"]
+        state = _load_channel(part, live, history, strings)
+        if not lazy:
+            state.unpack()
         config = state.config
         world.channels[config.id] = state
         world.name_channel(config.owner_id, config.name, config.id)
@@ -245,29 +370,61 @@ def load_snapshot_payload(payload: bytes) -> tuple[World, int]:
     return world, int(outer["clock"])
 
 
-def _load_channel(part: dict[str, Any]) -> ChannelState:
-    config = ChannelConfig(*part["config"])
+_NONE: tuple[Any, ...] = ()  # shared by every part without history, delays or leases
+_NO_LEASES: dict[str, str] = {}  # shared, never changed
+_BIN_HEADER_SIZE = {0xC4: 2, 0xC5: 3, 0xC6: 5}  # bin 8, bin 16, bin 32
+
+
+def _chunks(stream: msgpack.Unpacker, view: memoryview) -> Sequence[Chunk]:
+    """An array of chunks as views of ``view``: skipped by the unpacker, never copied."""
+    count = stream.read_array_header()
+    if not count:
+        return _NONE
+    out: list[Chunk] = []
+    for _ in range(count):
+        start = stream.tell()
+        stream.skip()
+        header = _BIN_HEADER_SIZE.get(view[start])
+        if header is None:
+            raise ValueError(f"byte {start} of the snapshot payload does not start a chunk")
+        out.append(view[start + header : stream.tell()])
+    return out
+
+
+_SHARED_CONFIG = (1, 2, 4, 5)  # owner_id, owner_key_id, mode, access: few distinct values
+
+
+def _load_channel(
+    part: dict[str, Any],
+    live: Sequence[Chunk],
+    history: Sequence[Chunk],
+    strings: dict[str, str],
+) -> ChannelState:
+    """The channel a part holds, its messages packed (``strings``: the loader's
+    table of shared strings, one copy of each owner, key id and mode)."""
+    row = part["config"]
+    share = strings.setdefault
+    for index in _SHARED_CONFIG:
+        row[index] = share(row[index], row[index])
+    config = ChannelConfig(*row)
+    members = config.members
     for row in part["members"]:
-        member = Member(*row)
-        config.members[member.key_id] = member
-    state = ChannelState(config)
-    state.applied_seq = part["seq"]
-    state.last_seq = part["last_seq"]
-    order = state._order
-    strings: dict[str, str] = {}  # one copy of each key id and actor name, not one per row
-    for chunk in part["live"]:
-        load_message_rows(_unpack(chunk), strings, order, state.live)
-    for chunk in part["history"]:
-        for archived_at, reason, row in _unpack(chunk):
-            message = message_from_row(row, strings)
-            message.removed = True
-            entry = Archived(message, archived_at, reason)
-            state.history.append(entry)
-            state.archived[message.id] = entry
-    for row in part.get("delayed", ()):
-        message = message_from_row(row, strings)
-        state.delayed[message.id] = message
-    state.rebuild_indexes()
+        member = Member(row[0], share(row[1], row[1]), *row[2:])
+        members[member.key_id] = member
+    live_count, claimed_count = part.get("counts") or (0, 0)
+    d = part.get("deadlines") or NO_DEADLINES
+    packed = PackedMessages(
+        live or _NONE,
+        history or _NONE,
+        part.get("delayed") or _NONE,
+        part.get("ids") or _NONE,
+        part.get("leases") or _NO_LEASES,
+        live_count,
+        claimed_count,
+        (d[0], d[1], d[2], d[3]),
+        _unpack,
+    )
+    state = ChannelState.restore_packed(config, packed, part["seq"], part["last_seq"])
     state._recent_posts = deque(part["recent_posts"]) if part["recent_posts"] else None
     ledger = part.get("ledger")
     if ledger is not None and any(ledger):  # an empty ledger is made on first use

@@ -8,6 +8,7 @@ from backchannel.core.channel import ChannelState
 from backchannel.core.records import KeyRecord
 from backchannel.core.world import World
 from backchannel.storage.state import (
+    PartColumns,
     history_rows,
     load_snapshot_payload,
     pack_channel,
@@ -64,9 +65,14 @@ def _post(state: ChannelState, key: KeyRecord, n: int, at: int) -> list[str]:
 
 
 def _pack_capture(state: ChannelState, capture: Any) -> bytes:
-    live = [pack_rows(capture.rows(0, len(capture.messages)))]
-    history = [pack_rows(history_rows(capture, 0, len(capture.history)))]
-    return pack_channel_part(capture, live, history)
+    columns = PartColumns()
+    rows = capture.rows(0, len(capture.messages))
+    columns.add_live(rows)
+    archived = history_rows(capture, 0, len(capture.history))
+    columns.add_history(archived)
+    live = [pack_rows(rows)] if rows else []  # as pack_channel: no chunk for no rows
+    history = [pack_rows(archived)] if archived else []
+    return pack_channel_part(capture, live, history, columns)
 
 
 def test_capture_ignores_every_change_made_while_it_is_open() -> None:

@@ -165,7 +165,7 @@ def summary(state: ChannelState) -> dict[str, Any]:
 
 def recent_posts(state: ChannelState) -> list[int]:
     """The throttle window as a snapshot stores it."""
-    window: list[int] = msgpack.unpackb(pack_channel(state))["recent_posts"]
+    window: list[int] = msgpack.unpackb(pack_channel(state))[0]["recent_posts"]
     return window
 
 

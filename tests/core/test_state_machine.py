@@ -29,7 +29,9 @@ Invariants (style.md practice 11):
   the live world, byte for byte in the snapshot encoding, and in the
   derived indexes (unclaimed pool, next deadline);
 - a snapshot taken at a random point, loaded and replayed with the whole
-  log (through msgpack, as recovery reads it), equals the live world too.
+  log (through msgpack, as recovery reads it), equals the live world too;
+- that snapshot loaded packed answers ids, leases, counts and deadline as
+  the eagerly loaded one, and once unpacked equals it field for field.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from backchannel.storage.state import (
     pack_snapshot,
     replay,
 )
+from tests.storage.test_packed import assert_same_channel
 
 SECOND = 1_000_000
 DAY = 86_400 * SECOND
@@ -535,6 +538,25 @@ class ChannelMachine(RuleBasedStateMachine):
         records = [(seq, wire_roundtrip(event)) for seq, event in self.log]
         replay(loaded, records)
         self.assert_same(loaded)
+
+    @invariant()
+    def a_snapshot_loads_the_same_packed_and_eagerly(self) -> None:
+        if self.snapshot is None:
+            return
+        lazy, _clock = load_snapshot_payload(self.snapshot)
+        eager, _clock = load_snapshot_payload(self.snapshot, lazy=False)
+        one = lazy.channels[self.state.config.id]
+        other = eager.channels[self.state.config.id]
+        packed = one.packed
+        assert packed is not None
+        assert sorted(packed.ids) == sorted([*other.live, *other.archived, *other.delayed])
+        assert dict(packed.leases) == {
+            m.lease_token: m.id for m in other.live.values() if m.lease_token is not None
+        }
+        assert (one.live_count, one.claimed_count) == (len(other.live), other.claimed_count)
+        assert one.next_deadline() == other.next_deadline()
+        assert one.packed is packed
+        assert_same_channel(one, other)
 
     def assert_same(self, other: World) -> None:
         assert pack_registry(other) == pack_registry(self.world)

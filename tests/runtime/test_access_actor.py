@@ -188,14 +188,14 @@ async def test_a_channel_deleted_during_a_snapshot_stays_out_of_it(
         seqs: list[int] = []
         real_pieces = channel_pieces
 
-        def pieces_then_change(capture: Any, live: Any, history: Any) -> Any:
+        def pieces_then_change(capture: Any, live: Any, history: Any, columns: Any) -> Any:
             # after the first part: delete "doomed" and give its alias to "taker",
             # both of which are captured later in this same snapshot
             if not seqs:
                 seqs.append(hub.commit_global(decide_delete(doomed.state.config, owner, 0)))
                 doomed.deleted = True
                 seqs.append(access.add_alias(taker, owner, "shared")[1])
-            return real_pieces(capture, live, history)
+            return real_pieces(capture, live, history, columns)
 
         monkeypatch.setattr(snapshotter, "channel_pieces", pieces_then_change)
         report = await snapshotter.take_snapshot(hub, data)

@@ -126,3 +126,20 @@ async def test_idempotent_replies_are_purged_after_their_ttl_by_an_event(
             replayed = World()
             replay(replayed, list(journal.records))
             assert replayed.idempotency == {}
+
+
+async def test_the_purge_interval_and_the_replay_window_are_settings(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """A short window and interval bound the stored replies to minutes of traffic (the soak)."""
+    with trio.fail_after(3600):
+        async with runtime(tmp_path, idempotency_ttl_seconds=120, purge_interval_seconds=30) as hub:
+            _raw, key = await hub.mint_key("owner")
+            hub.record_idempotent(key.key_id, "early", "POST", "/v1/actors", 201, b"{}")
+            await trio.sleep(100)
+            assert set(hub.world.idempotency) == {(key.key_id, "early")}  # still in its window
+            hub.record_idempotent(key.key_id, "late", "POST", "/v1/actors", 201, b"{}")
+            await trio.sleep(20 + 30 + 1)  # the window ends at 120 s; the next purge within 30 s
+            assert set(hub.world.idempotency) == {(key.key_id, "late")}
+            await trio.sleep(120)
+            assert hub.world.idempotency == {}

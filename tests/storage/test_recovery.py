@@ -66,7 +66,7 @@ def test_newest_snapshot_and_later_records(tmp_path: Path) -> None:
     write_snapshot(tmp_path, 7, b"new")
     result = recover(tmp_path)
     assert result.snapshot_path == tmp_path / snapshot_name(7)
-    assert (result.snapshot_seq, result.snapshot_payload) == (7, b"new")
+    assert (result.snapshot_seq, bytes(result.snapshot_payload or b"")) == (7, b"new")
     assert result.records == _records(8, 12)
     assert result.last_seq == 12
     assert result.warnings == []
@@ -86,7 +86,7 @@ def test_corrupt_newest_snapshot_falls_back_with_warning(tmp_path: Path) -> None
     newest = write_snapshot(tmp_path, 7, b"new")
     _flip(newest, 30)
     result = recover(tmp_path)
-    assert (result.snapshot_seq, result.snapshot_payload) == (3, b"old")
+    assert (result.snapshot_seq, bytes(result.snapshot_payload or b"")) == (3, b"old")
     assert result.records == _records(4, 12)
     assert len(result.warnings) == 1
     assert newest.name in result.warnings[0]

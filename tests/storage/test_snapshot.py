@@ -32,12 +32,14 @@ def test_write_then_load_round_trip(tmp_path: Path) -> None:
     path = write_snapshot(tmp_path / "data", 42, PAYLOAD)
     assert path.name == snapshot_name(42) == "snapshot-00000000000000000042.bcsnap"
     assert path.stat().st_size == SNAPSHOT_HEADER_SIZE + len(PAYLOAD)
-    assert load_snapshot(path) == (42, PAYLOAD)
+    seq, payload = load_snapshot(path)
+    assert (seq, bytes(payload)) == (42, PAYLOAD)
     assert list((tmp_path / "data").glob("*.tmp")) == []
 
 
 def test_empty_payload_round_trips(tmp_path: Path) -> None:
-    assert load_snapshot(write_snapshot(tmp_path, 0, b"")) == (0, b"")
+    seq, payload = load_snapshot(write_snapshot(tmp_path, 0, b""))
+    assert (seq, bytes(payload)) == (0, b"")
 
 
 def test_failed_write_removes_temp_and_raises(

@@ -89,7 +89,8 @@ def test_a_snapshot_is_written_through_a_tmp_file_with_mode_0600(
         os.umask(umask)
     assert renamed == [(snapshot_name(7) + ".tmp", snapshot_name(7))]
     assert path.stat().st_mode & 0o777 == 0o600
-    assert load_snapshot(path) == (7, b"state")
+    seq, payload = load_snapshot(path)
+    assert (seq, bytes(payload)) == (7, b"state")
 
 
 def _fd_flags(path: Path) -> list[int]:
