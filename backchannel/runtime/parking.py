@@ -116,7 +116,8 @@ class Parking:
             self._parked.pop(entry, None)
             if on_leave is not None:
                 on_leave(None)
-            if not self._parked or len(self._deadlines) > 2 * len(self._parked) + 64:
+            due = self._deadlines
+            if due and (not self._parked or len(due) > 2 * len(self._parked) + 64):
                 self._compact()
 
     def _arm(self, deadline: float, entry: _Parked) -> None:
@@ -133,7 +134,7 @@ class Parking:
         parked = self._parked
         self._deadlines = [item for item in self._deadlines if item[2] in parked]
         heapq.heapify(self._deadlines)
-        if not self._deadlines and self._timer is not None:
+        if not self._deadlines and self._timer is not None and not self._timer.cancel_called:
             self._timer.cancel()
 
     async def _wake_when_due(self) -> None:
