@@ -3,6 +3,7 @@
     python tools/profile_fanout.py [--waiters 10000] [--top 40] [--out FILE.prof]
     python tools/profile_fanout.py --py-spy PATH/py-spy --out fanout.folded
     python tools/profile_fanout.py --measure
+    python tools/profile_fanout.py --measure --steps
 
 The real server (``backchannel.http.server.serve``, tuned hypercorn, a fresh
 data directory, ``--fsync always``, its log in a file) runs in this process;
@@ -19,6 +20,10 @@ installed anywhere, not a dependency) and writes collapsed stacks.
 ``--measure`` runs no profiler. Every mode prints the load client's figures
 and the main thread's CPU seconds from the first waiter woken to the last
 write, with the seconds the cyclic GC took per generation meanwhile.
+``--steps`` also counts trio task steps (a task run from one checkpoint to
+the next) over the same span, per woken waiter: how many times the
+scheduler switches tasks to answer one (a trio instrument, which costs a
+little CPU itself).
 """
 
 from __future__ import annotations
@@ -49,6 +54,16 @@ from backchannel.runtime.hub import Hub  # noqa: E402
 WAIT_S = 120
 
 
+class _StepCounter(trio.abc.Instrument):
+    """Counts task steps (every task, the load's and the server's own)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
 GC_SECONDS = [0.0, 0.0, 0.0]  # per generation, during the fan-out
 _gc_started = [0.0]
 
@@ -61,12 +76,18 @@ def _gc_timer(phase: str, info: dict[str, int]) -> None:
 
 
 async def _watch(
-    hub: Hub, waiters: int, profiler: cProfile.Profile | None, sampler: list[str], cpu: list[float]
+    hub: Hub,
+    waiters: int,
+    profiler: cProfile.Profile | None,
+    sampler: list[str],
+    cpu: list[float],
+    steps: _StepCounter | None,
 ) -> None:
     """Profile from "all parked" until "none parked" (+0.25 s for the writes).
 
     ``cpu`` receives the main thread's CPU seconds from the first waiter
-    woken until the last write (the fan-out alone, profiled or not).
+    woken until the last write (the fan-out alone, profiled or not); then
+    the task steps per waiter over the same span, when ``steps`` counts them.
     """
     # hub.parked is a plain counter with no event to wait on: poll it
     while hub.parked < waiters:  # noqa: ASYNC110
@@ -79,12 +100,17 @@ async def _watch(
     while hub.parked == waiters:  # noqa: ASYNC110
         await trio.sleep(0.001)
     started = time.thread_time()
+    if steps is not None:
+        trio.lowlevel.add_instrument(steps)
     gc.callbacks.append(_gc_timer)
     while hub.parked > 0:  # noqa: ASYNC110
         await trio.sleep(0.001)
     await trio.sleep(0.25)
     gc.callbacks.remove(_gc_timer)
     cpu.append(time.thread_time() - started)
+    if steps is not None:
+        trio.lowlevel.remove_instrument(steps)
+        cpu.append(steps.steps / waiters)
     if sampler:
         process.send_signal(signal.SIGINT)
         await process.wait()
@@ -117,7 +143,8 @@ async def _run(
             sampler = [args.py_spy, "record", "--rate", "1000", "--format", "raw"]
             sampler += ["--output", str(args.out or "fanout.folded")]
         cpu: list[float] = []
-        nursery.start_soon(_watch, hub, args.waiters, profiler, sampler, cpu)
+        steps = _StepCounter() if args.steps else None
+        nursery.start_soon(_watch, hub, args.waiters, profiler, sampler, cpu, steps)
         port = int(str(url).rsplit(":", 1)[1])
         pin = _client_pin()
         cmd = [
@@ -138,6 +165,8 @@ async def _run(
         raise SystemExit(f"loadgen failed:\n{proc.stderr.decode()[-3000:]}")
     result: dict[str, object] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     result["fanout_main_thread_cpu_s"] = cpu[0] if cpu else float("nan")
+    if len(cpu) > 1:
+        result["fanout_task_steps_per_waiter"] = round(cpu[1], 2)
     result["fanout_gc_s"] = [round(g, 3) for g in GC_SECONDS]
     return result
 
@@ -170,6 +199,11 @@ def main() -> int:
         help="no profiler: only the fan-out's figures and main-thread CPU seconds",
     )
     parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="also count trio task steps per woken waiter during the fan-out",
+    )
+    parser.add_argument(
         "--py-spy",
         metavar="BIN",
         help="sample with this py-spy executable instead of cProfile (far less overhead); "
@@ -188,8 +222,10 @@ def main() -> int:
         sys.stderr.close()
         sys.stderr = saved_stderr
         shutil.rmtree(data_dir, ignore_errors=True)
-    keys = ("fanout_all_ms", "fanout_p50_ms", "fanout_server_cpu_s", "missing", "woken")
-    figures = {k: result.get(k) for k in (*keys, "fanout_main_thread_cpu_s", "fanout_gc_s")}
+    keys = ("fanout_all_ms", "fanout_p50_ms", "fanout_server_cpu_s", "fanout_client_cpu_s")
+    keys += ("missing", "woken")
+    keys += ("fanout_main_thread_cpu_s", "fanout_gc_s", "fanout_task_steps_per_waiter")
+    figures = {k: result[k] for k in keys if k in result}
     print(json.dumps(figures) if profiler is None else f"load client (profiler on): {figures}")
     if profiler is None:
         return 0

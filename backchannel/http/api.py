@@ -53,7 +53,8 @@ from backchannel.http.call import Stream as Stream
 from backchannel.http.call import dumps as dumps
 from backchannel.http.call import encoded as _encoded
 from backchannel.http.clients import ClientView
-from backchannel.http.hypercorn_tuning import STREAM_KEY, streaming
+from backchannel.http.hypercorn_answer import STREAM_KEY
+from backchannel.http.hypercorn_tuning import streaming
 from backchannel.http.openapi import build_document
 from backchannel.http.ratelimit import SlidingWindow
 from backchannel.http.request import Disconnected, Request
@@ -78,6 +79,14 @@ def _has_body(scope: Any) -> bool:
         if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
             return True
     return False
+
+
+def _extra(result: Result) -> Headers:
+    """A route's extra headers, encoded (a fresh list: the caller adds to it)."""
+    if len(result) != 3:
+        return []
+    extra = result[2]
+    return list(extra) if isinstance(extra, list) else _encoded(extra)
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -494,11 +503,10 @@ class Api:
         elif isinstance(payload, Page):
             body, content_type = payload.data, payload.content_type
         elif isinstance(payload, Stream):
-            extra = _encoded(result[2]) if len(result) == 3 else []
-            return Reply(status, b"", extra, Stream.content_type, payload)
+            return Reply(status, b"", _extra(result), Stream.content_type, payload)
         else:
             body = b"" if status == 204 else dumps(payload)
-        extra = _encoded(result[2]) if len(result) == 3 else []
+        extra = _extra(result)
         extra.append((b"x-ratelimit-remaining", remaining))
         return Reply(status, body, extra, content_type)
 

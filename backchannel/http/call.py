@@ -27,7 +27,9 @@ def dumps(value: Any) -> bytes:
     return _dumps(value).encode()
 
 
-Result = tuple[int, Any] | tuple[int, Any, dict[str, str]]
+Result = tuple[int, Any] | tuple[int, Any, dict[str, str] | Headers]
+"""``(status, payload[, extra headers])``; extra headers as a dict, or already
+encoded (a constant a hot route shares between its answers)."""
 
 
 class RawJSON:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 import uuid
@@ -30,6 +29,7 @@ import h11
 import trio
 
 from backchannel.config import Settings
+from backchannel.http.hypercorn_answer import install_whole_responses
 
 
 def somaxconn() -> int:
@@ -60,6 +60,10 @@ class _ReadTimeoutOnly:
         self.idle_since: float | None = None
 
     async def restart(self, task_group: object, action: object) -> None:
+        self.idle_since = trio.current_time()
+
+    def mark_idle(self) -> None:
+        """``restart`` without the await (``hypercorn_answer``'s recycle)."""
         self.idle_since = trio.current_time()
 
     async def stop(self) -> None:
@@ -107,18 +111,17 @@ def _idle_deadline_in_reads() -> None:
             if since is not None:
                 deadline = min(deadline, since + idle_timeout)
             try:
-                with trio.fail_at(deadline):
+                with trio.CancelScope(deadline=deadline) as timer:  # fail_at, minus a generator
                     data = await self.stream.receive_some(tcp_server.MAX_RECV)
-            except trio.TooSlowError:
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            if timer.cancelled_caught:
                 if getattr(self, "_bc_streaming", 0) > 0:
                     continue
                 break
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
                 break
-            else:
-                await self.protocol.handle(RawData(bytes(data)))
-                if data == b"":
-                    break
         await self.protocol.handle(Closed())
 
     read_data.idle_deadline = True  # type: ignore[attr-defined]
@@ -168,141 +171,6 @@ def answer_malformed_http_in_our_envelope(settings: Settings) -> None:
         raise RuntimeError("hypercorn changed: H11Protocol._send_error_response is gone")
     send_error_response.envelope = True  # type: ignore[attr-defined]
     H11Protocol._send_error_response = send_error_response  # type: ignore[method-assign]
-
-
-STREAM_KEY = "backchannel.stream"  # in a response start: a stream, never held
-HOLD_LIMIT = 1 << 20  # a response body larger than this is streamed as it comes
-
-
-class _Held:
-    """The start of a response and the body chunks that came after it."""
-
-    __slots__ = ("chunks", "size", "start")
-
-    def __init__(self, start: Any) -> None:
-        self.start = start
-        self.chunks: list[bytes] = []
-        self.size = 0
-
-
-def _whole_responses_in_one_step() -> None:
-    """Send a complete HTTP/1.1 response in one step and one ``send_all``.
-
-    Stock hypercorn turns an ASGI response into four protocol events (start,
-    body, end, close), each dispatched through the h11 protocol and written
-    through the connection's send lock, a shielded cancel scope and a
-    syscall: three writes for a small JSON answer. Here the start of an
-    HTTP/1.1 response is held, with its body chunks (Quart sends a body in
-    chunks, then an empty last one), until the body is complete; then the
-    whole response is serialized by h11 and written once, straight to the
-    socket when it takes it all (the common case: no send lock, cancel
-    scope or trio socket wrapper per answer). Anything else (a body over
-    ``HOLD_LIMIT``, trailers, HTTP/2) replays what was held and takes
-    hypercorn's own path, so behaviour is unchanged. A start marked
-    ``STREAM_KEY`` (server-sent events) is never held: it goes out with its
-    first body chunk.
-
-    The headers skip h11's per-header regexes (``_parsed``): every name and
-    value is bytes from the app (our constants, numbers, or request headers
-    h11 already validated; Quart's werkzeug headers) or from hypercorn.
-    """
-    from hypercorn.events import RawData
-    from hypercorn.protocol.events import StreamClosed
-    from hypercorn.protocol.h11 import H11Protocol
-    from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
-    from hypercorn.utils import suppress_body
-
-    if not hasattr(HTTPStream, "app_send") or not hasattr(H11Protocol, "stream_send"):
-        raise RuntimeError("hypercorn changed: HTTPStream.app_send is gone; review tuning")
-    stock_app_send = HTTPStream.app_send
-    if getattr(stock_app_send, "whole_responses", False):
-        return  # already installed (one process may serve more than once)
-
-    def h11_bytes(connection: h11.Connection, event: Any) -> bytes:
-        try:
-            return bytes(connection.send(event) or b"")
-        except h11.LocalProtocolError:
-            if connection.their_state != h11.ERROR:
-                raise
-            return b""
-
-    def write_now(send: Any, data: bytes) -> bytes:
-        """Write ``data`` straight to the socket; return what it did not take.
-
-        Only when nobody holds the connection's send lock (so no write can
-        interleave) and the connection is a plain TCP socket; otherwise, or
-        on any error, everything is returned for hypercorn's own path, which
-        waits for the lock and the socket and handles a closed peer.
-        """
-        server = getattr(send, "__self__", None)
-        lock = getattr(server, "send_lock", None)
-        sock = getattr(getattr(server, "stream", None), "socket", None)
-        if lock is None or sock is None or lock.locked():
-            return data
-        try:
-            sent = os.write(sock.fileno(), data)
-        except OSError:
-            return data
-        return data[sent:]
-
-    async def send_whole(stream: Any, start: Any, body: bytes) -> None:
-        protocol = stream.send.__self__
-        status = int(start["status"])
-        # ASGI headers are bytes; surrounding blanks are legal (optional whitespace)
-        headers = [*start.get("headers", ()), *protocol.config.response_headers("h11")]
-        if protocol.keep_alive_requests >= protocol.config.keep_alive_max_requests:
-            headers.append((b"connection", b"close"))
-        connection = protocol.connection
-        response = h11.Response(headers=headers, status_code=status, _parsed=True)
-        data = h11_bytes(connection, response)
-        if body and not suppress_body(stream.scope["method"], status):
-            data += h11_bytes(connection, h11.Data(data=body))
-        data += h11_bytes(connection, h11.EndOfMessage())
-        stream.response = start
-        stream.state = ASGIHTTPState.CLOSED
-        if data:
-            rest = write_now(protocol.send, data)
-            if rest:
-                await protocol.send(RawData(data=rest))
-        await stream.config.log.access(stream.scope, start, time.time() - stream.start_time)
-        await stream.send(StreamClosed(stream_id=stream.stream_id))
-
-    async def app_send(self: Any, message: Any) -> None:
-        held: _Held | None = getattr(self, "_bc_held", None)
-        if held is None:
-            if (
-                message is not None
-                and message["type"] == "http.response.start"
-                and self.state == ASGIHTTPState.REQUEST
-                and not message.get("trailers", False)
-                and not message.get(STREAM_KEY, False)
-                and isinstance(getattr(self.send, "__self__", None), H11Protocol)
-            ):
-                self._bc_held = _Held(message)
-                return
-            await stock_app_send(self, message)
-            return
-        if message is not None and message["type"] == "http.response.body":
-            held.chunks.append(bytes(message.get("body", b"")))
-            held.size += len(held.chunks[-1])
-            if not message.get("more_body", False):
-                self._bc_held = None
-                await send_whole(self, held.start, b"".join(held.chunks))
-                return
-            if held.size <= HOLD_LIMIT:
-                return
-            message = {"type": "http.response.body", "body": b"", "more_body": True}
-        # not a whole response after all: replay what was held, then go on as stock
-        self._bc_held = None
-        await stock_app_send(self, held.start)
-        if held.chunks:
-            body: Any = {"type": "http.response.body", "body": b"".join(held.chunks)}
-            body["more_body"] = True
-            await stock_app_send(self, body)
-        await stock_app_send(self, message)
-
-    app_send.whole_responses = True  # type: ignore[attr-defined]
-    HTTPStream.app_send = app_send  # type: ignore[method-assign]
 
 
 def _date_header_once_a_second() -> None:
@@ -392,6 +260,6 @@ def tune_hypercorn() -> None:
     """Apply the patches that make hypercorn's trio worker cheaper per request."""
     _use_read_timeout_only()
     _idle_deadline_in_reads()
-    _whole_responses_in_one_step()
+    install_whole_responses()
     _date_header_once_a_second()
     _report_closed_streams()

@@ -25,6 +25,7 @@ from backchannel.core.records import KeyRecord, Message
 from backchannel.core.timefmt import US_PER_SECOND, format_ts, parse_ts
 from backchannel.http import fields
 from backchannel.http.api import Api, Call, RawJSON, Result, dumps
+from backchannel.http.call import encoded
 from backchannel.http.delivery import delay_us
 from backchannel.http.hypercorn_tuning import OnLeave
 from backchannel.http.page_cache import PageBodies
@@ -41,6 +42,7 @@ from backchannel.runtime.actor import ChannelActor
 from backchannel.runtime.hub import Hub
 
 _STATUSES = ("unclaimed", "claimed")
+_SINCE_DEPRECATED = encoded({"Deprecation": "true", "Sunset": "2027-01-01"})  # ?since= (§2.6)
 
 
 def _acting(body: dict[str, Any]) -> str | None:
@@ -220,10 +222,7 @@ def register(api: Api) -> None:
         if settings.longpoll_enabled:
             wait = fields.query_wait(args.get("wait"), settings.longpoll_max_wait_seconds)
         body = await pager.page(call, identifier, raw, limit, wait, status, expiring_before)
-        headers = (
-            {"Deprecation": "true", "Sunset": "2027-01-01"} if cursor is None and since else {}
-        )
-        return 200, body, headers
+        return 200, body, _SINCE_DEPRECATED if cursor is None and since else []
 
     @api.route("GET", "/v1/channels/<identifier>/history", scope="messages:read")
     async def history(call: Call, identifier: str) -> Result:

@@ -87,10 +87,23 @@ async def _exchanges(url: str) -> list[Any]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         minted = await http.post("/v1/keys", json={"agent_label": "wire"})
         agent = Agent(http, minted.json()["key"], minted.json()["key_id"], "wire")
+        woken: list[httpx.Response] = []
+
+        async def wait_for_two(cursor: str) -> None:
+            params = {"cursor": cursor, "wait": 10}
+            woken.append(await agent.get("/v1/channels/wire/messages", params=params))
+
         answers = [
             minted,
             await agent.post("/v1/channels", {"name": "wire", "mode": "claimable"}),
-            await agent.post("/v1/channels/wire/messages", {"content": "one"}),
+            posted := await agent.post("/v1/channels/wire/messages", {"content": "one"}),
+        ]
+        async with trio.open_nursery() as nursery:  # a parked long-poll, woken by a post
+            nursery.start_soon(wait_for_two, posted.json()["next_cursor"])
+            await trio.sleep(0.3)
+            answers.append(await agent.post("/v1/channels/wire/messages", {"content": "two"}))
+        answers += [
+            *woken,
             await agent.get("/v1/channels/wire/messages", params={"wait": "0.2"}),
             await agent.get("/v1/channels/wire/messages", params={"cursor": "9" * 12, "wait": 0.2}),
             await agent.post("/v1/channels/wire/messages", content=b"{not json"),

@@ -16,7 +16,8 @@ from hypercorn.trio import serve
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backchannel.http.hypercorn_tuning import HOLD_LIMIT, tune_hypercorn
+from backchannel.http.hypercorn_answer import HOLD_LIMIT
+from backchannel.http.hypercorn_tuning import tune_hypercorn
 from backchannel.http.request import Request, parse_query
 from backchannel.http.router import Router
 
