@@ -222,7 +222,8 @@ def main() -> int:
         sys.stderr.close()
         sys.stderr = saved_stderr
         shutil.rmtree(data_dir, ignore_errors=True)
-    keys = ("fanout_all_ms", "fanout_p50_ms", "fanout_server_cpu_s", "fanout_client_cpu_s")
+    keys: tuple[str, ...] = ("fanout_all_ms", "fanout_p50_ms", "fanout_server_cpu_s")
+    keys += ("fanout_client_cpu_s",)
     keys += ("missing", "woken")
     keys += ("fanout_main_thread_cpu_s", "fanout_gc_s", "fanout_task_steps_per_waiter")
     figures = {k: result[k] for k in keys if k in result}
